@@ -1,0 +1,3 @@
+"""comtunnel: serial ports over one mutual-TLS connection."""
+
+__version__ = "0.1.0"

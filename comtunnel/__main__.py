@@ -1,0 +1,3 @@
+from comtunnel.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Serial port backends behind one interface (:class:`comtunnel.ports.base.SerialPort`)."""

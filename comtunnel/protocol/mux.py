@@ -1,0 +1,442 @@
+"""The tunnel connection: handshake, channels, credit windows, keepalive frames.
+
+Theory of operation (docs/wire-format.md has the full picture):
+
+* Both sides send HELLO first; any other frame before the peer's HELLO is a protocol error.
+* Only the client opens channels, with strictly increasing ids. The hub answers each OPEN with
+  OPEN_OK (granting its receive window) or OPEN_FAIL (a code and a message for the user).
+* Closing is a CLOSE each way, as in SSH: the side that receives CLOSE answers CLOSE and forgets
+  the channel; the side that sent it forgets it when the answer comes. Frames for a channel we
+  are closing are dropped, since the peer could not know.
+* DATA is bounded by the receiver's window (see :mod:`flow`); the driver calls :meth:`consume`
+  when bytes have reached their port, and WINDOW frames flow back.
+* A protocol violation queues a GOAWAY with the reason and raises RemoteProtocolError: the driver
+  sends what :meth:`data_to_send` returns and closes the transport.
+
+Usage, h2-style: ``events = conn.receive_data(chunk)``; act on the events; call the send methods;
+write ``conn.data_to_send()`` to the transport.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from . import events as ev
+from . import frames as fr
+from .codec import FrameDecoder, encode_frame
+from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from .flow import ReceiveWindow, SendWindow
+from .limits import (
+    DEFAULT_MAX_CHANNELS,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_WINDOW,
+    MAX_DATA_CHUNK,
+    MAX_MESSAGE,
+    PROTOCOL_VERSION,
+)
+from .settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    HUB = "hub"
+
+
+class ChannelState(enum.Enum):
+    OPENING = "opening"  # client: OPEN sent, no answer yet
+    PENDING = "pending"  # hub: OPEN received, not answered yet
+    OPEN = "open"
+    CLOSING = "closing"  # we sent CLOSE, waiting for the peer's
+
+
+class _Channel:
+    __slots__ = ("close_code", "close_message", "id", "port", "recv", "send", "state")
+
+    def __init__(self, channel_id: int, port: str, state: ChannelState, recv_window: int) -> None:
+        self.id = channel_id
+        self.port = port
+        self.state = state
+        self.recv = ReceiveWindow(recv_window)
+        self.send = SendWindow(0)
+        self.close_code: ErrorCode | int = ErrorCode.NORMAL
+        self.close_message = ""
+
+
+# Frames each role may receive; anything else from the peer is a protocol error.
+_CLIENT_ONLY = {fr.Open, fr.SetSettings, fr.SetControl, fr.PurgeRequest}
+_HUB_ONLY = {fr.OpenOk, fr.OpenFail, fr.Settings, fr.Control, fr.Modem, fr.Ports}
+
+
+class Connection:
+    def __init__(
+        self,
+        role: Role,
+        info: dict[str, Any] | None = None,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        window: int = DEFAULT_WINDOW,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
+    ) -> None:
+        self.role = role
+        self.window = window
+        self.max_channels = max_channels
+        self.peer_info: dict[str, Any] | None = None
+        self.closed = False
+        self._decoder = FrameDecoder(max_frame)
+        self._out: list[bytes] = []
+        self._channels: dict[int, _Channel] = {}
+        self._last_channel_id = 0
+        self._unexpected = _HUB_ONLY if role is Role.HUB else _CLIENT_ONLY
+        hello_info = {"role": role.value, "max_frame": max_frame, **(info or {})}
+        self._send(fr.Hello(PROTOCOL_VERSION, hello_info))
+
+    # --- output ---------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Everything queued since the last call, as one write (coalesced)."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def _send(self, frame: fr.Frame) -> None:
+        self._out.append(encode_frame(frame))
+
+    # --- queries ----------------------------------------------------------------------------
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self.peer_info is not None
+
+    def channel_state(self, channel: int) -> ChannelState | None:
+        ch = self._channels.get(channel)
+        return ch.state if ch else None
+
+    def send_window(self, channel: int) -> int:
+        """Bytes we may send on ``channel`` now (0 if it is not open)."""
+        ch = self._channels.get(channel)
+        return ch.send.available if ch and ch.state is ChannelState.OPEN else 0
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    # --- commands: both roles -----------------------------------------------------------------
+
+    def send_data(self, channel: int, data: bytes | memoryview) -> None:
+        """Queue DATA frames; the caller must stay within :meth:`send_window`."""
+        ch = self._open_channel(channel)
+        size = len(data)
+        ch.send.consume(size)
+        out = self._out
+        if size <= MAX_DATA_CHUNK:
+            out.append(fr.data_frame_header(channel, size))
+            out.append(bytes(data))
+            return
+        view = memoryview(data)
+        for start in range(0, size, MAX_DATA_CHUNK):
+            chunk = view[start : start + MAX_DATA_CHUNK]
+            out.append(fr.data_frame_header(channel, len(chunk)))
+            out.append(bytes(chunk))
+
+    def consume(self, channel: int, size: int) -> None:
+        """Return credit for ``size`` received bytes that have been delivered."""
+        ch = self._channels.get(channel)
+        if ch is None or ch.state is not ChannelState.OPEN:
+            return  # credit for a closed channel is meaningless
+        increment = ch.recv.consumed(size)
+        if increment:
+            self._send(fr.WindowUpdate(channel, increment))
+
+    def close_channel(
+        self, channel: int, code: ErrorCode | int = ErrorCode.NORMAL, message: str = ""
+    ) -> None:
+        ch = self._channels.get(channel)
+        if ch is None or ch.state is ChannelState.CLOSING:
+            return
+        if ch.state is ChannelState.PENDING:
+            raise LocalProtocolError("answer a pending OPEN with reject_channel, not close")
+        ch.state = ChannelState.CLOSING
+        ch.close_code, ch.close_message = code, message[:MAX_MESSAGE]
+        self._send(fr.Close(channel, code, ch.close_message))
+
+    def report_problem(self, channel: int, code: ErrorCode | int, message: str) -> None:
+        if self.channel_state(channel) is ChannelState.OPEN:
+            self._send(fr.ChannelError(channel, code, message[:MAX_MESSAGE]))
+
+    def ping(self, token: int) -> None:
+        self._send(fr.Ping(token))
+
+    def goaway(self, code: ErrorCode | int, message: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self._send(fr.GoAway(code, message[:MAX_MESSAGE]))
+
+    # --- commands: client ---------------------------------------------------------------------
+
+    def open_channel(self, port: str, settings: PortSettings, control: ControlRequest | None = None) -> int:
+        self._require(Role.CLIENT, "open channels")
+        if len(self._channels) >= self.max_channels:
+            raise LocalProtocolError(f"at most {self.max_channels} channels at once")
+        self._last_channel_id += 1
+        cid = self._last_channel_id
+        self._channels[cid] = _Channel(cid, port, ChannelState.OPENING, self.window)
+        self._send(fr.Open(cid, port, settings, control or ControlRequest(), self.window))
+        return cid
+
+    def request_settings(self, channel: int, settings: PortSettings) -> None:
+        self._require(Role.CLIENT, "request settings")
+        self._open_channel(channel)
+        self._send(fr.SetSettings(channel, settings))
+
+    def request_control(self, channel: int, request: ControlRequest) -> None:
+        self._require(Role.CLIENT, "request control lines")
+        self._open_channel(channel)
+        self._send(fr.SetControl(channel, request))
+
+    def request_purge(self, channel: int, which: Purge) -> None:
+        self._require(Role.CLIENT, "request a purge")
+        self._open_channel(channel)
+        self._send(fr.PurgeRequest(channel, which))
+
+    # --- commands: hub ------------------------------------------------------------------------
+
+    def accept_channel(
+        self, channel: int, settings: PortSettings, info: dict[str, Any] | None = None
+    ) -> bool:
+        """Answer a pending OPEN. False if the client gave up on it meanwhile."""
+        ch = self._pending(channel)
+        if ch is None:
+            return False
+        ch.state = ChannelState.OPEN
+        self._send(fr.OpenOk(channel, settings, self.window, info or {}))
+        return True
+
+    def reject_channel(self, channel: int, code: ErrorCode | int, message: str) -> bool:
+        ch = self._pending(channel)
+        if ch is None:
+            return False
+        del self._channels[channel]
+        self._send(fr.OpenFail(channel, code, message[:MAX_MESSAGE]))
+        return True
+
+    def report_settings(self, channel: int, settings: PortSettings) -> None:
+        self._require(Role.HUB, "report settings")
+        if self.channel_state(channel) is ChannelState.OPEN:
+            self._send(fr.Settings(channel, settings))
+
+    def report_control(self, channel: int, state: ControlState) -> None:
+        self._require(Role.HUB, "report control lines")
+        if self.channel_state(channel) is ChannelState.OPEN:
+            self._send(fr.Control(channel, state))
+
+    def report_modem(self, channel: int, lines: ModemLines) -> None:
+        self._require(Role.HUB, "report modem lines")
+        if self.channel_state(channel) is ChannelState.OPEN:
+            self._send(fr.Modem(channel, lines))
+
+    def announce_ports(self, ports: list[dict[str, Any]]) -> None:
+        self._require(Role.HUB, "announce ports")
+        self._send(fr.Ports(ports))
+
+    # --- input --------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[ev.Event]:
+        """Feed bytes from the transport; returns the events they complete.
+
+        Raises RemoteProtocolError (after queueing a GOAWAY) when the peer breaks the protocol.
+        """
+        if self.closed:
+            return []
+        try:
+            frames = self._decoder.feed(data)
+            out: list[ev.Event] = []
+            for frame in frames:
+                event = self._handle(frame)
+                if event is not None:
+                    out.append(event)
+                if self.closed:
+                    break
+            return out
+        except RemoteProtocolError as exc:
+            self.goaway(exc.code, str(exc))
+            raise
+
+    def _handle(self, frame: fr.Frame) -> ev.Event | None:
+        if type(frame) in self._unexpected:
+            raise RemoteProtocolError(f"{frame.TYPE.name} is not allowed from the {self._peer}")
+        if self.peer_info is None:
+            if not isinstance(frame, fr.Hello):
+                raise RemoteProtocolError(f"expected HELLO, got {frame.TYPE.name}")
+            if frame.version != PROTOCOL_VERSION:
+                raise RemoteProtocolError(
+                    f"peer speaks protocol version {frame.version}, we speak {PROTOCOL_VERSION}",
+                    ErrorCode.VERSION_MISMATCH,
+                )
+            self.peer_info = frame.info
+            return ev.HandshakeComplete(frame.info)
+        handler = _HANDLERS.get(type(frame))
+        if handler is None:  # a second HELLO
+            raise RemoteProtocolError(f"unexpected {frame.TYPE.name}")
+        return handler(self, frame)  # type: ignore[no-any-return]
+
+    @property
+    def _peer(self) -> str:
+        return "client" if self.role is Role.HUB else "hub"
+
+    def _on_data(self, frame: fr.Data) -> ev.Event | None:
+        ch = self._live(frame)
+        if ch is None:
+            return None
+        ch.recv.received(len(frame.data))
+        return ev.DataReceived(frame.channel, frame.data)
+
+    def _on_window(self, frame: fr.WindowUpdate) -> ev.Event | None:
+        ch = self._live(frame)
+        if ch is None:
+            return None
+        ch.send.grow(frame.increment)
+        return ev.WindowOpened(frame.channel, ch.send.available)
+
+    def _on_open(self, frame: fr.Open) -> ev.Event | None:
+        if frame.channel <= self._last_channel_id:
+            raise RemoteProtocolError(f"channel id {frame.channel} is not new")
+        self._last_channel_id = frame.channel
+        if len(self._channels) >= self.max_channels:
+            self._send(
+                fr.OpenFail(
+                    frame.channel,
+                    ErrorCode.TOO_MANY_CHANNELS,
+                    f"this hub allows {self.max_channels} channels per connection",
+                )
+            )
+            return None
+        ch = _Channel(frame.channel, frame.port, ChannelState.PENDING, self.window)
+        ch.send = SendWindow(frame.window)
+        self._channels[frame.channel] = ch
+        return ev.ChannelOpenRequested(frame.channel, frame.port, frame.settings, frame.control)
+
+    def _on_open_ok(self, frame: fr.OpenOk) -> ev.Event | None:
+        ch = self._known(frame.channel, frame)
+        if ch.state is ChannelState.CLOSING:
+            return None
+        if ch.state is not ChannelState.OPENING:
+            raise RemoteProtocolError(f"OPEN_OK for channel {frame.channel} in state {ch.state.value}")
+        ch.state = ChannelState.OPEN
+        ch.send = SendWindow(frame.window)
+        return ev.ChannelOpened(frame.channel, frame.settings, frame.info)
+
+    def _on_open_fail(self, frame: fr.OpenFail) -> ev.Event | None:
+        ch = self._known(frame.channel, frame)
+        if ch.state not in (ChannelState.OPENING, ChannelState.CLOSING):
+            raise RemoteProtocolError(f"OPEN_FAIL for channel {frame.channel} in state {ch.state.value}")
+        del self._channels[frame.channel]
+        if ch.state is ChannelState.CLOSING:
+            return ev.ChannelClosed(frame.channel, ch.close_code, ch.close_message, by_peer=False)
+        return ev.ChannelOpenFailed(frame.channel, frame.code, frame.message)
+
+    def _on_close(self, frame: fr.Close) -> ev.Event | None:
+        ch = self._known(frame.channel, frame)
+        if ch.state is ChannelState.OPENING:
+            raise RemoteProtocolError(f"CLOSE for channel {frame.channel} before OPEN_OK")
+        del self._channels[frame.channel]
+        if ch.state is ChannelState.CLOSING:
+            return ev.ChannelClosed(frame.channel, ch.close_code, ch.close_message, by_peer=False)
+        self._send(fr.Close(frame.channel, ErrorCode.NORMAL, ""))
+        return ev.ChannelClosed(frame.channel, frame.code, frame.message, by_peer=True)
+
+    def _on_channel_frame(self, frame: Any) -> ev.Event | None:
+        ch = self._live(frame)
+        if ch is None:
+            return None
+        match frame:
+            case fr.SetSettings(channel, settings):
+                return ev.SettingsRequested(channel, settings)
+            case fr.Settings(channel, settings):
+                return ev.SettingsChanged(channel, settings)
+            case fr.SetControl(channel, request):
+                return ev.ControlRequested(channel, request)
+            case fr.Control(channel, state):
+                return ev.ControlChanged(channel, state)
+            case fr.Modem(channel, lines):
+                return ev.ModemChanged(channel, lines)
+            case fr.PurgeRequest(channel, which):
+                return ev.PurgeRequested(channel, which)
+            case fr.ChannelError(channel, code, message):
+                return ev.ChannelProblem(channel, code, message)
+        raise AssertionError(frame)  # pragma: no cover
+
+    def _on_ping(self, frame: fr.Ping) -> ev.Event | None:
+        self._send(fr.Pong(frame.token))
+        return None
+
+    def _on_pong(self, frame: fr.Pong) -> ev.Event | None:
+        return ev.PongReceived(frame.token)
+
+    def _on_goaway(self, frame: fr.GoAway) -> ev.Event | None:
+        self.closed = True
+        return ev.ConnectionTerminated(frame.code, frame.message)
+
+    def _on_ports(self, frame: fr.Ports) -> ev.Event | None:
+        return ev.PortsUpdated(frame.ports)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _require(self, role: Role, what: str) -> None:
+        if self.role is not role:
+            raise LocalProtocolError(f"only the {role.value} may {what}")
+
+    def _open_channel(self, channel: int) -> _Channel:
+        ch = self._channels.get(channel)
+        if ch is None or ch.state is not ChannelState.OPEN:
+            state = ch.state.value if ch else "unknown"
+            raise LocalProtocolError(f"channel {channel} is {state}, not open")
+        return ch
+
+    def _pending(self, channel: int) -> _Channel | None:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return None
+        if ch.state is not ChannelState.PENDING:
+            raise LocalProtocolError(f"channel {channel} is {ch.state.value}, not pending")
+        return ch
+
+    def _known(self, channel: int, frame: fr.Frame) -> _Channel:
+        ch = self._channels.get(channel)
+        if ch is None:
+            raise RemoteProtocolError(f"{frame.TYPE.name} for unknown channel {channel}")
+        return ch
+
+    def _live(self, frame: Any) -> _Channel | None:
+        """The channel a frame is for, or None if we are closing it (the frame crossed our CLOSE)."""
+        ch = self._known(frame.channel, frame)
+        if ch.state is ChannelState.CLOSING:
+            return None
+        if ch.state is not ChannelState.OPEN:
+            raise RemoteProtocolError(
+                f"{frame.TYPE.name} for channel {frame.channel} in state {ch.state.value}"
+            )
+        return ch
+
+
+_HANDLERS: dict[type[fr.Frame], Any] = {
+    fr.Data: Connection._on_data,
+    fr.WindowUpdate: Connection._on_window,
+    fr.Open: Connection._on_open,
+    fr.OpenOk: Connection._on_open_ok,
+    fr.OpenFail: Connection._on_open_fail,
+    fr.Close: Connection._on_close,
+    fr.SetSettings: Connection._on_channel_frame,
+    fr.Settings: Connection._on_channel_frame,
+    fr.SetControl: Connection._on_channel_frame,
+    fr.Control: Connection._on_channel_frame,
+    fr.Modem: Connection._on_channel_frame,
+    fr.PurgeRequest: Connection._on_channel_frame,
+    fr.ChannelError: Connection._on_channel_frame,
+    fr.Ping: Connection._on_ping,
+    fr.Pong: Connection._on_pong,
+    fr.GoAway: Connection._on_goaway,
+    fr.Ports: Connection._on_ports,
+}
