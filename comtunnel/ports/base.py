@@ -46,6 +46,9 @@ class PortListener(Protocol):
     def app_purge(self, which: Purge) -> None:
         """Virtual ports only: the local application flushed buffers (tcflush)."""
 
+    def app_control(self, request: ControlRequest) -> None:
+        """Virtual ports with real control lines (RFC 2217): the application set DTR/RTS/BREAK."""
+
 
 class SerialPort(abc.ABC):
     """One serial port, real or virtual. Not reusable after close()."""

@@ -28,9 +28,7 @@ class SendWindow:
 
     def grow(self, increment: int) -> None:
         if increment <= 0 or self.available + increment > MAX_WINDOW:
-            raise RemoteProtocolError(
-                f"window update of {increment} is invalid", ErrorCode.FLOW_CONTROL_ERROR
-            )
+            raise RemoteProtocolError(f"window update of {increment} is invalid", ErrorCode.FLOW_CONTROL_ERROR)
         self.available += increment
 
 

@@ -201,11 +201,7 @@ def _fields(frame: Frame) -> list[Any]:
             return [t, channel, port, settings.to_wire(), control.to_wire(), window]
         case OpenOk(channel, settings, window, info):
             return [t, channel, settings.to_wire(), window, info]
-        case (
-            OpenFail(channel, code, message)
-            | Close(channel, code, message)
-            | ChannelError(channel, code, message)
-        ):
+        case OpenFail(channel, code, message) | Close(channel, code, message) | ChannelError(channel, code, message):
             return [t, channel, int(code), message]
         case SetSettings(channel, settings) | Settings(channel, settings):
             return [t, channel, settings.to_wire()]

@@ -150,9 +150,7 @@ class Connection:
         if increment:
             self._send(fr.WindowUpdate(channel, increment))
 
-    def close_channel(
-        self, channel: int, code: ErrorCode | int = ErrorCode.NORMAL, message: str = ""
-    ) -> None:
+    def close_channel(self, channel: int, code: ErrorCode | int = ErrorCode.NORMAL, message: str = "") -> None:
         ch = self._channels.get(channel)
         if ch is None or ch.state is ChannelState.CLOSING:
             return
@@ -203,9 +201,7 @@ class Connection:
 
     # --- commands: hub ------------------------------------------------------------------------
 
-    def accept_channel(
-        self, channel: int, settings: PortSettings, info: dict[str, Any] | None = None
-    ) -> bool:
+    def accept_channel(self, channel: int, settings: PortSettings, info: dict[str, Any] | None = None) -> bool:
         """Answer a pending OPEN. False if the client gave up on it meanwhile."""
         ch = self._pending(channel)
         if ch is None:
@@ -415,9 +411,7 @@ class Connection:
         if ch.state is ChannelState.CLOSING:
             return None
         if ch.state is not ChannelState.OPEN:
-            raise RemoteProtocolError(
-                f"{frame.TYPE.name} for channel {frame.channel} in state {ch.state.value}"
-            )
+            raise RemoteProtocolError(f"{frame.TYPE.name} for channel {frame.channel} in state {ch.state.value}")
         return ch
 
 

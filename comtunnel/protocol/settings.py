@@ -152,8 +152,7 @@ def parse_line_settings(text: str, base: PortSettings | None = None) -> PortSett
             changes[item.lower()] = True
         else:
             raise SettingsError(
-                f"cannot read {item!r} in {text!r}: expected a baud rate, a frame such as 8N1, "
-                "'rtscts' or 'xonxoff'"
+                f"cannot read {item!r} in {text!r}: expected a baud rate, a frame such as 8N1, 'rtscts' or 'xonxoff'"
             )
     return settings.replace(**changes)
 

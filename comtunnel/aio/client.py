@@ -1,0 +1,396 @@
+"""The client: turns a hub's channels into local serial ports for unmodified applications.
+
+Each local port (a PTY behind a symlink, or an existing device with --attach) lives as long as
+the client, not as long as a connection: an application keeps its port open while the client
+reconnects, and sees a pause. What the application does to its port (open, close, termios,
+tcflush) becomes channel requests; what the hub reports comes back as state and log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import ssl
+from pathlib import Path
+from typing import Any
+
+from comtunnel.aio.bridge import ChannelBridge
+from comtunnel.aio.tls_layer import TlsLayer
+from comtunnel.aio.tunnel import Tunnel
+from comtunnel.errors import CertificateError, PeerError, PortError, UsageError
+from comtunnel.ports.base import SerialPort
+from comtunnel.ports.network import make_server_port
+from comtunnel.protocol import events as ev
+from comtunnel.protocol.errors import ErrorCode
+from comtunnel.protocol.mux import Connection, Role
+from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings, Purge
+from comtunnel.tls import describe_tls_error
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 15.0
+RETRY_OPEN_AFTER = 3.0
+MAX_BACKOFF = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkSpec:
+    """``--link PORT=PATH[,settings]``: a PTY at PATH for the hub's PORT."""
+
+    port: str
+    path: Path
+    settings: PortSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSpec:
+    """``--raw PORT=HOST:TCP`` / ``--rfc2217 PORT=HOST:TCP``: serve the hub's PORT as a local TCP server."""
+
+    port: str
+    host: str
+    tcp_port: int
+    protocol: str  # "raw" or "rfc2217"
+
+
+@dataclasses.dataclass(frozen=True)
+class AttachSpec:
+    """``--attach PORT=DEVICE[,settings]``: join the hub's PORT to an existing local serial port."""
+
+    port: str
+    device: str
+    settings: PortSettings
+
+
+class ClientChannel(ChannelBridge):
+    """A local port plus what we know of its remote twin; rebound to a new channel on reconnect."""
+
+    def __init__(self, client: Client, name: str, port: SerialPort, settings: PortSettings, virtual: bool):
+        super().__init__(client.tunnel_placeholder, 0, name, port)
+        self.client = client
+        self.settings = settings
+        self.virtual = virtual
+        self.app_is_open = not virtual  # an attached device is "open" all the time
+        self.remote_settings: PortSettings | None = None
+        self.modem = ModemLines.NONE
+        self.state = "connecting"
+        self.closed = True  # until a channel is bound
+
+    def bind(self, tunnel: Tunnel, channel: int, settings: PortSettings) -> None:
+        self.tunnel, self.channel, self.closed = tunnel, channel, False
+        self.remote_settings = settings
+        self.state = "open"
+        if self.settings != settings:
+            log.info("%s: the hub applied %s (asked %s)", self.name, settings.short(), self.settings.short())
+        self.port.resume_reading()
+
+    def unbind(self, state: str) -> None:
+        self.detach()
+        self.state = state
+        self.port.pause_reading()  # the app's writes wait in the PTY until a channel is back
+
+    def open_request(self) -> ControlRequest:
+        return ControlRequest(dtr=self.app_is_open, rts=self.app_is_open)
+
+    # --- what the application did --------------------------------------------------------------
+
+    def app_settings(self, settings: PortSettings) -> None:
+        self.settings = settings
+        if not self.closed:
+            log.info("%s: application set %s", self.name, settings.short())
+            self.tunnel.conn.request_settings(self.channel, settings)
+            self.tunnel.flush_soon()
+
+    def app_open(self, is_open: bool) -> None:
+        """HUPCL semantics: the app's open raises DTR/RTS, its last close drops them (Arduino reset)."""
+        self.app_is_open = is_open
+        log.info("%s: application %s the port", self.name, "opened" if is_open else "closed")
+        if not self.closed:
+            self.tunnel.conn.request_control(self.channel, self.open_request())
+            self.tunnel.flush_soon()
+
+    def app_control(self, request: ControlRequest) -> None:
+        if not self.closed:
+            self.tunnel.conn.request_control(self.channel, request)
+            self.tunnel.flush_soon()
+
+    def app_purge(self, which: Purge) -> None:
+        if not self.closed:
+            self.tunnel.conn.request_purge(self.channel, which)
+            self.tunnel.flush_soon()
+
+    def port_lost(self, exc: PortError | None) -> None:
+        log.error("%s: local port failed: %s", self.name, exc)
+        self.client.local_port_failed(self)
+
+    # --- what the hub said ---------------------------------------------------------------------
+
+    def modem_changed(self, lines: ModemLines) -> None:
+        self.modem = lines
+        setter = getattr(self.port, "set_modem_lines", None)
+        if setter is not None:
+            setter(lines)
+        log.info("%s: modem lines %s", self.name, lines.describe())
+
+
+class Client:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext,
+        *,
+        links: list[LinkSpec] | None = None,
+        attach: list[AttachSpec] | None = None,
+        serve: list[ServeSpec] | None = None,
+        link_dir: Path | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname or host
+        self.link_specs = list(links or [])
+        self.attach_specs = list(attach or [])
+        self.serve_specs = list(serve or [])
+        self.link_dir = link_dir
+        self.channels: dict[str, ClientChannel] = {}
+        self.tunnel: Tunnel | None = None
+        self.tunnel_placeholder: Any = None
+        self.hub_ports: list[dict[str, Any]] = []
+        self.connected = asyncio.Event()
+        self.ready = asyncio.Event()  # every channel answered at least once
+        self._ports_known = asyncio.Event()
+        self._by_id: dict[int, ClientChannel] = {}
+        self._fatal: BaseException | None = None
+        self._stop = asyncio.Event()
+        self._retry_tasks: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect; returns on stop(), raises on a fatal error."""
+        try:
+            await self._create_links(self.link_specs)
+            await self._create_attached()
+            await self._create_servers()
+            backoff = 0.5
+            while not self._stop.is_set():
+                try:
+                    await self._session()
+                    backoff = 0.5
+                except (TimeoutError, OSError, PeerError) as exc:
+                    if self._fatal is not None:
+                        raise self._fatal from None
+                    if isinstance(exc, ssl.SSLError):
+                        raise _tls_failure(exc) from None
+                    log.warning("hub %s:%s: %s", self.host, self.port, describe_tls_error(exc))
+                if self._fatal is not None:
+                    raise self._fatal
+                if self._stop.is_set():
+                    break
+                delay = backoff * (0.5 + random.random())
+                log.info("reconnecting in %.1f s", delay)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            await self._close_ports()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.tunnel is not None:
+            self.tunnel.close(ErrorCode.NORMAL, "client shutting down")
+
+    def fail(self, exc: BaseException) -> None:
+        self._fatal = exc
+        self.stop()
+
+    async def _session(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn = Connection(Role.CLIENT, {"software": "comtunnel"})
+        tunnel = Tunnel(conn, f"hub {self.host}:{self.port}")
+        tunnel.handler = self
+        self._ports_known.clear()
+        layer = TlsLayer(
+            self.ssl_context,
+            tunnel,
+            server_side=False,
+            server_hostname=self.server_hostname,
+            handshake_timeout=HANDSHAKE_TIMEOUT,
+        )
+        await asyncio.wait_for(loop.create_connection(lambda: layer, self.host, self.port), HANDSHAKE_TIMEOUT)
+        self.tunnel = tunnel
+        try:
+            await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
+            await asyncio.wait_for(self._ports_known.wait(), HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            raise self._fail_now(_tls_failure(exc)) from None
+        except (TimeoutError, ConnectionError) as exc:
+            layer.abort()
+            raise PeerError(f"no answer from the hub during the handshake ({describe_tls_error(exc)})") from None
+        log.info("connected to hub %s:%s; ports: %s", self.host, self.port, _names(self.hub_ports))
+        await self._prepare_channels()
+        self.connected.set()
+        for channel in self.channels.values():
+            self._open(channel)
+        tunnel.flush()
+        lost = await tunnel.closed
+        self.connected.clear()
+        if self._fatal is None and not self._stop.is_set():
+            if isinstance(lost, ssl.SSLError):
+                raise _tls_failure(lost)
+            log.warning("connection to the hub lost: %s", describe_tls_error(lost) if lost else "closed by the hub")
+
+    async def _prepare_channels(self) -> None:
+        names = {p["name"] for p in self.hub_ports}
+        if not self.channels:
+            directory = self.link_dir or Path("comtunnel-ports")
+            specs = [LinkSpec(name, directory / name, PortSettings()) for name in sorted(names)]
+            await self._create_links(specs)
+        missing = [name for name in self.channels if name not in names]
+        if missing:
+            raise self._fail_now(
+                UsageError(
+                    f"the hub has no port named {', '.join(map(repr, missing))} (ports: {_names(self.hub_ports)})"
+                )
+            )
+
+    def _fail_now(self, exc: BaseException) -> BaseException:
+        self._fatal = exc
+        return exc
+
+    async def _create_links(self, specs: list[LinkSpec]) -> None:
+        from comtunnel.ports.pty import PtyPort
+
+        for spec in specs:
+            self._check_new(spec.port)
+            pty = PtyPort(spec.path, spec.settings)
+            channel = ClientChannel(self, spec.port, pty, spec.settings, virtual=True)
+            await pty.open(channel)
+            pty.pause_reading()
+            self.channels[spec.port] = channel
+            log.info("%s: virtual port %s -> %s", spec.port, spec.path, pty.slave_path)
+
+    async def _create_attached(self) -> None:
+        from comtunnel.ports.device import DevicePort
+
+        for spec in self.attach_specs:
+            self._check_new(spec.port)
+            device = DevicePort(spec.device, spec.settings, ControlRequest(dtr=True, rts=True))
+            channel = ClientChannel(self, spec.port, device, spec.settings, virtual=False)
+            await device.open(channel)
+            device.pause_reading()
+            self.channels[spec.port] = channel
+            log.info("%s: attached to local port %s", spec.port, spec.device)
+
+    async def _create_servers(self) -> None:
+        for spec in self.serve_specs:
+            self._check_new(spec.port)
+            server = make_server_port(spec.protocol, spec.port, spec.host, spec.tcp_port)
+            channel = ClientChannel(self, spec.port, server, PortSettings(), virtual=True)
+            await server.open(channel)
+            server.pause_reading()
+            self.channels[spec.port] = channel
+
+    def _check_new(self, name: str) -> None:
+        if name in self.channels:
+            raise UsageError(f"port {name!r} is given twice")
+
+    def _open(self, channel: ClientChannel) -> None:
+        tunnel = self.tunnel
+        if tunnel is None or tunnel.conn.closed or self._stop.is_set():
+            return
+        channel.state = "opening"
+        cid = tunnel.conn.open_channel(channel.name, channel.settings, channel.open_request())
+        self._by_id[cid] = channel
+        tunnel.flush_soon()
+
+    def _retry_later(self, channel: ClientChannel, tunnel: Tunnel) -> None:
+        async def retry() -> None:
+            await asyncio.sleep(RETRY_OPEN_AFTER)
+            if self.tunnel is tunnel and not tunnel.closed.done() and channel.closed:
+                self._open(channel)
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._retry_tasks.add(task)
+        task.add_done_callback(self._retry_tasks.discard)
+
+    def local_port_failed(self, channel: ClientChannel) -> None:
+        self.fail(PortError(f"local port for {channel.name} failed"))
+
+    async def _close_ports(self) -> None:
+        for task in self._retry_tasks:
+            task.cancel()
+        for channel in self.channels.values():
+            channel.detach()
+            await channel.port.close()
+
+    # --- TunnelHandler -------------------------------------------------------------------------
+
+    def tunnel_event(self, event: ev.Event) -> None:
+        match event:
+            case ev.DataReceived(cid, data):
+                self._by_id[cid].deliver(data)
+            case ev.WindowOpened(cid):
+                self._by_id[cid].window_opened()
+            case ev.PortsUpdated(ports):
+                self.hub_ports = ports
+                self._ports_known.set()
+            case ev.ChannelOpened(cid, settings):
+                assert self.tunnel is not None
+                channel = self._by_id[cid]
+                channel.bind(self.tunnel, cid, settings)
+                log.info("%s: open on the hub (%s)", channel.name, settings.short())
+                self._check_ready()
+            case ev.ChannelOpenFailed(cid, code, message):
+                self._open_failed(self._by_id.pop(cid), code, message)
+            case ev.ChannelClosed(cid, code, message, by_peer):
+                channel = self._by_id.pop(cid)
+                channel.unbind("closed")
+                if by_peer and self.tunnel is not None:
+                    log.warning("%s: the hub closed the port: %s", channel.name, message or code)
+                    self._retry_later(channel, self.tunnel)
+            case ev.SettingsChanged(cid, settings):
+                self._by_id[cid].remote_settings = settings
+            case ev.ControlChanged(cid, state):
+                log.debug("%s: control %s", self._by_id[cid].name, state)
+            case ev.ModemChanged(cid, lines):
+                self._by_id[cid].modem_changed(lines)
+            case ev.ChannelProblem(cid, code, message):
+                log.warning("%s: hub reports: %s", self._by_id[cid].name, message)
+            case ev.ConnectionTerminated(code, message):
+                if code not in (ErrorCode.NORMAL,):
+                    log.error("the hub ended the connection: %s", message)
+
+    def _open_failed(self, channel: ClientChannel, code: ErrorCode | int, message: str) -> None:
+        channel.state = f"failed: {message}"
+        log.error("%s: cannot open: %s", channel.name, message)
+        if code == ErrorCode.UNKNOWN_PORT or code == ErrorCode.ACCESS_DENIED:
+            self.fail(UsageError(f"{channel.name}: {message}"))
+            return
+        self._check_ready()
+        if self.tunnel is not None:
+            self._retry_later(channel, self.tunnel)
+
+    def _check_ready(self) -> None:
+        if all(c.state != "opening" for c in self.channels.values()):
+            self.ready.set()
+
+    def tunnel_lost(self, exc: BaseException | None) -> None:
+        for channel in self.channels.values():
+            if not channel.closed:
+                channel.unbind("disconnected")
+            else:
+                channel.state = "disconnected"
+        self._by_id.clear()
+        self.ready.clear()
+
+
+def _names(ports: list[dict[str, Any]]) -> str:
+    return ", ".join(p["name"] for p in ports) or "none"
+
+
+def _tls_failure(exc: BaseException) -> CertificateError:
+    return CertificateError(f"TLS with the hub failed: {describe_tls_error(exc)}")

@@ -1,0 +1,164 @@
+"""Hub-side gateways: a hub port served straight to a local TCP client (raw or RFC 2217), no tunnel.
+
+The device is opened when a TCP client connects and closed when it leaves, and while it is open
+the hub's registry shows it as held, so tunnel clients get the usual 'busy' answer (and the TCP
+client gets one if a tunnel client holds the port). Between the two ports, back-pressure is the
+same rule as in the bridge: when one side's write buffer is not empty, the other side is paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from comtunnel.errors import PortError, PortNotSupported
+from comtunnel.ports.base import SerialPort
+from comtunnel.ports.network import NetworkServerPort
+from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings, Purge
+
+if TYPE_CHECKING:
+    from comtunnel.aio.hub import Holder, Hub, PortSpec
+
+log = logging.getLogger(__name__)
+
+
+class _Side:
+    """Listener for one of the two ports, forwarding to the other."""
+
+    def __init__(self, gateway: LocalGateway, is_app: bool) -> None:
+        self.gateway = gateway
+        self.is_app = is_app
+
+    def _peer(self) -> SerialPort | None:
+        return self.gateway.device if self.is_app else self.gateway.app
+
+    def _own(self) -> SerialPort | None:
+        return self.gateway.app if self.is_app else self.gateway.device
+
+    def port_data(self, data: bytes) -> None:
+        peer, own = self._peer(), self._own()
+        if peer is None or own is None:
+            return
+        try:
+            peer.write(data)
+        except PortError as exc:
+            self.gateway.device_failed(exc)
+            return
+        if peer.write_buffer_size:
+            own.pause_reading()
+
+    def port_drained(self) -> None:
+        peer = self._peer()
+        if peer is not None:
+            peer.resume_reading()
+
+    def port_modem(self, lines: ModemLines) -> None:
+        if not self.is_app and isinstance(self.gateway.app, NetworkServerPort):
+            self.gateway.app.set_modem_lines(lines)
+
+    def port_lost(self, exc: PortError | None) -> None:
+        if not self.is_app:
+            self.gateway.device_failed(exc)
+
+    def app_settings(self, settings: PortSettings) -> None:
+        self.gateway.run(self.gateway.apply_settings(settings))
+
+    def app_open(self, is_open: bool) -> None:
+        if is_open:
+            self.gateway.app.pause_reading()  # hold the client's first bytes until the device is open
+            self.gateway.run(self.gateway.open_device())
+        else:
+            self.gateway.run(self.gateway.close_device())
+
+    def app_purge(self, which: Purge) -> None:
+        if self.gateway.device is not None:
+            self.gateway.run(self.gateway.device.purge(which))
+
+    def app_control(self, request: ControlRequest) -> None:
+        self.gateway.run(self.gateway.set_control(request))
+
+
+class LocalGateway:
+    def __init__(self, hub: Hub, spec: PortSpec, app: NetworkServerPort) -> None:
+        self.hub = hub
+        self.spec = spec
+        self.app = app
+        self.device: SerialPort | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._holder: Holder | None = None
+
+    async def start(self) -> None:
+        await self.app.open(_Side(self, is_app=True))
+
+    def run(self, coro: object) -> None:
+        async def serialized() -> None:
+            async with self._lock:
+                try:
+                    await coro  # type: ignore[misc]
+                except PortNotSupported as exc:
+                    log.info("%s: %s", self.spec.name, exc)
+                except PortError as exc:
+                    log.warning("%s: %s", self.spec.name, exc)
+
+        task = asyncio.get_running_loop().create_task(serialized())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def open_device(self) -> None:
+        holder = self.hub.holders.get(self.spec.name)
+        if holder is not None:
+            self.app.refuse_current(f"port {self.spec.name} is in use by {holder.client}")
+            return
+        self._holder = self.hub.claim(self.spec.name, f"{self.app.kind} client {self.app.peer}")
+        request = ControlRequest(dtr=True, rts=True)
+        try:
+            device = self.hub.port_factory(self.spec, self.app.settings, request)
+            await device.open(_Side(self, is_app=False))
+        except PortError as exc:
+            self._release()
+            self.app.refuse_current(str(exc))
+            return
+        self.device = device
+        self.app.settings = await self._safe_apply(self.app.settings)
+        self.app.set_modem_lines(device.modem_lines())
+        self.app.resume_reading()
+        log.info("%s: %s has %s", self.spec.name, self.app.peer, self.spec.device)
+
+    async def _safe_apply(self, settings: PortSettings) -> PortSettings:
+        assert self.device is not None
+        try:
+            return await self.device.apply_settings(settings)
+        except PortError as exc:
+            log.warning("%s: %s", self.spec.name, exc)
+            return settings
+
+    async def apply_settings(self, settings: PortSettings) -> None:
+        if self.device is not None:
+            applied = await self._safe_apply(settings)
+            await self.app.apply_settings(applied)
+
+    async def set_control(self, request: ControlRequest) -> None:
+        if self.device is not None:
+            state = await self.device.set_control(request)
+            await self.app.set_control(ControlRequest(state.dtr, state.rts, state.break_))
+
+    async def close_device(self) -> None:
+        device, self.device = self.device, None
+        if device is not None:
+            await device.close()
+        self._release()
+
+    def _release(self) -> None:
+        self.hub.release(self.spec.name, self._holder)
+        self._holder = None
+
+    def device_failed(self, exc: PortError | None) -> None:
+        log.warning("%s: device failed: %s", self.spec.name, exc)
+        self.app.refuse_current(f"device failed: {exc}")
+        self.run(self.close_device())
+
+    async def close(self) -> None:
+        await self.close_device()
+        await self.app.close()

@@ -1,0 +1,361 @@
+"""The hub: serves named serial ports to authenticated clients over mutual TLS.
+
+A device is opened when a client opens its channel and closed when the channel closes, so a
+port left alone is free for local use. One client holds a port at a time; the registry says who,
+so a second one gets a 'busy' answer naming the holder. Each connection is a :class:`HubSession`;
+a session's failure (bad frames, a dead device) never reaches another session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from comtunnel.aio.bridge import ChannelBridge
+from comtunnel.aio.gateway import LocalGateway
+from comtunnel.aio.tls_layer import TlsLayer
+from comtunnel.aio.tunnel import Tunnel
+from comtunnel.errors import PortError, PortNotSupported, UsageError
+from comtunnel.ports.base import SerialPort
+from comtunnel.ports.network import make_server_port
+from comtunnel.protocol import events as ev
+from comtunnel.protocol.errors import ErrorCode
+from comtunnel.protocol.mux import Connection, Role
+from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings, Purge
+from comtunnel.tls import describe_tls_error, peer_name
+
+log = logging.getLogger(__name__)
+
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PortSpec:
+    name: str
+    device: str
+
+
+PortFactory = Callable[[PortSpec, PortSettings, ControlRequest], SerialPort]
+
+
+def open_device(spec: PortSpec, settings: PortSettings, control: ControlRequest) -> SerialPort:
+    from comtunnel.ports.device import DevicePort
+
+    port: SerialPort = DevicePort(spec.device, settings, control)
+    return port
+
+
+@dataclasses.dataclass
+class Holder:
+    """Who has a port. ``closing``: on its way out, so a newcomer waits for ``released``."""
+
+    client: str
+    since: float
+    closing: bool = False
+    released: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+RELEASE_WAIT = 3.0
+
+
+class Hub:
+    def __init__(
+        self,
+        ports: list[PortSpec],
+        ssl_context: ssl.SSLContext,
+        *,
+        port_factory: PortFactory = open_device,
+        serve: list[tuple[str, str, str, int]] | None = None,
+    ) -> None:
+        self.ports = {p.name: p for p in ports}
+        self.ssl_context = ssl_context
+        self.port_factory = port_factory
+        self.holders: dict[str, Holder] = {}
+        self.sessions: set[HubSession] = set()
+        self.server: asyncio.Server | None = None
+        self.gateways: list[LocalGateway] = []
+        self._serve = list(serve or [])  # (port name, "raw" | "rfc2217", host, tcp port)
+
+    async def start(self, host: str, port: int) -> list[tuple[str, int]]:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._new_connection, host, port)
+        for name, protocol, gw_host, gw_port in self._serve:
+            if name not in self.ports:
+                raise UsageError(f"--{protocol} names port {name!r}, which is not given with --port")
+            gateway = LocalGateway(self, self.ports[name], make_server_port(protocol, name, gw_host, gw_port))
+            await gateway.start()
+            self.gateways.append(gateway)
+        addresses = [s.getsockname()[:2] for s in self.server.sockets]
+        for host_, port_ in addresses:
+            log.info("hub listening on %s:%s with ports %s", host_, port_, ", ".join(self.ports) or "none")
+        return addresses
+
+    def _new_connection(self) -> asyncio.Protocol:
+        session = HubSession(self)
+
+        def failed(exc: BaseException) -> None:
+            log.warning("TLS handshake with %s failed: %s", layer.peer_address, describe_tls_error(exc, "client"))
+
+        layer = TlsLayer(
+            self.ssl_context,
+            session.tunnel,
+            server_side=True,
+            handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            on_handshake_failed=failed,
+        )
+        return layer
+
+    def claim(self, name: str, client: str) -> Holder:
+        holder = self.holders[name] = Holder(client, time.time())
+        return holder
+
+    def release(self, name: str, holder: Holder | None) -> None:
+        """Free ``name`` if ``holder`` still has it, and wake whoever waits for it."""
+        if holder is not None and self.holders.get(name) is holder:
+            del self.holders[name]
+        if holder is not None:
+            holder.released.set()
+
+    def port_list(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": spec.name,
+                "device": spec.device,
+                "state": "in use" if spec.name in self.holders else "free",
+                "holder": self.holders[spec.name].client if spec.name in self.holders else None,
+            }
+            for spec in self.ports.values()
+        ]
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for gateway in self.gateways:
+            await gateway.close()
+        for session in list(self.sessions):
+            session.tunnel.close(ErrorCode.NORMAL, "hub shutting down")
+        for session in list(self.sessions):
+            await session.close_channels()
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+class HubSession:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.client = "?"
+        self.address = "?"
+        self.identified = False
+        self.conn = Connection(Role.HUB, {"software": "comtunnel"})
+        self.tunnel = Tunnel(self.conn, "client")
+        self.tunnel.handler = self
+        self.tunnel.on_connected = self.identify
+        self.channels: dict[int, HubChannel] = {}
+        self._opening: dict[int, asyncio.Task[None]] = {}
+
+    def identify(self) -> None:
+        transport = self.tunnel.transport
+        if transport is None:
+            return
+        self.identified = True
+        self.hub.sessions.add(self)
+        peer = transport.get_extra_info("peername")
+        self.address = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.client = peer_name(transport.get_extra_info("ssl_object")) or "?"
+        self.tunnel.peer = f"client {self.client} ({self.address})"
+        log.info("client %s connected from %s", self.client, self.address)
+        self.conn.announce_ports(self.hub.port_list())
+        self.tunnel.flush_soon()
+
+    # --- TunnelHandler -------------------------------------------------------------------------
+
+    def tunnel_event(self, event: ev.Event) -> None:
+        match event:
+            case ev.DataReceived(channel, data):
+                self.channels[channel].deliver(data)
+            case ev.WindowOpened(channel):
+                self.channels[channel].window_opened()
+            case ev.ChannelOpenRequested():
+                self._open(event)
+            case ev.SettingsRequested(channel, settings):
+                self.channels[channel].run(self.channels[channel].apply_settings(settings))
+            case ev.ControlRequested(channel, request):
+                self.channels[channel].run(self.channels[channel].set_control(request))
+            case ev.PurgeRequested(channel, which):
+                self.channels[channel].run(self.channels[channel].purge(which))
+            case ev.ChannelClosed(channel, _, message, by_peer):
+                self._forget(channel, f"closed by the client: {message}" if by_peer else message)
+            case ev.ChannelProblem(channel, _, message):
+                log.warning("%s reports on channel %d: %s", self.tunnel.peer, channel, message)
+            case ev.HandshakeComplete(info):
+                log.debug("%s: handshake %s", self.tunnel.peer, info)
+
+    def tunnel_lost(self, exc: BaseException | None) -> None:
+        if not self.identified:
+            return  # the TLS layer already said why
+        if exc is not None and not isinstance(exc, ConnectionResetError | BrokenPipeError):
+            log.warning("%s: connection lost: %s", self.tunnel.peer, describe_tls_error(exc, "client"))
+        else:
+            log.info("%s disconnected", self.tunnel.peer)
+        self.hub.sessions.discard(self)
+        for bridge in self.channels.values():
+            holder = self.hub.holders.get(bridge.name)
+            if holder is not None:
+                holder.closing = True
+        asyncio.get_running_loop().create_task(self.close_channels())
+
+    # --- channels ------------------------------------------------------------------------------
+
+    def _open(self, event: ev.ChannelOpenRequested) -> None:
+        spec = self.hub.ports.get(event.port)
+        if spec is None:
+            names = ", ".join(self.hub.ports) or "none"
+            self._reject(event, ErrorCode.UNKNOWN_PORT, f"no port named {event.port!r} (ports: {names})")
+            return
+        holder = self.hub.holders.get(spec.name)
+        if holder is not None and not holder.closing:
+            since = time.strftime("%H:%M:%S", time.localtime(holder.since))
+            self._reject(event, ErrorCode.PORT_BUSY, f"port {spec.name!r} is in use by {holder.client} since {since}")
+            return
+        task = asyncio.get_running_loop().create_task(self._open_device(event, spec, holder))
+        self._opening[event.channel] = task
+
+    def _reject(self, event: ev.ChannelOpenRequested, code: ErrorCode, message: str) -> None:
+        log.warning("%s: refused port %r: %s", self.tunnel.peer, event.port, message)
+        self.conn.reject_channel(event.channel, code, message)
+        self.tunnel.flush_soon()
+
+    async def _open_device(self, event: ev.ChannelOpenRequested, spec: PortSpec, previous: Holder | None) -> None:
+        if previous is not None:  # its owner is leaving: wait for the device to be closed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(previous.released.wait(), RELEASE_WAIT)
+            if spec.name in self.hub.holders:
+                holder = self.hub.holders[spec.name]
+                self._reject(event, ErrorCode.PORT_BUSY, f"port {spec.name!r} is in use by {holder.client}")
+                return
+        claim = self.hub.claim(spec.name, self.client)
+        try:
+            port = self.hub.port_factory(spec, event.settings, event.control)
+            channel = HubChannel(self.tunnel, event.channel, spec.name, port)
+            await port.open(channel)
+        except PortError as exc:
+            self.hub.release(spec.name, claim)
+            self._opening.pop(event.channel, None)
+            self._reject(event, exc.code, str(exc))
+            return
+        self._opening.pop(event.channel, None)
+        if self.conn.channel_state(event.channel) is None or self.conn.closed:  # client gave up
+            await port.close()
+            self.hub.release(spec.name, claim)
+            return
+        settings = channel.settings = await channel.read_back(event.settings)
+        self.channels[event.channel] = channel
+        self.conn.accept_channel(event.channel, settings, {"device": spec.device})
+        log.info("%s opened %s (%s, %s)", self.tunnel.peer, spec.name, spec.device, settings.short())
+        channel.port_modem(port.modem_lines())
+        self.tunnel.flush_soon()
+
+    def _forget(self, channel: int, why: str) -> None:
+        bridge = self.channels.pop(channel, None)
+        if bridge is not None:
+            log.info("%s: %s closed (%s)", self.tunnel.peer, bridge.name, why or "normal")
+            asyncio.get_running_loop().create_task(self._close_port(bridge))
+
+    async def _close_port(self, bridge: HubChannel) -> None:
+        bridge.detach()
+        holder = self.hub.holders.get(bridge.name)
+        if holder is not None:
+            holder.closing = True
+        try:
+            await bridge.port.close()
+        finally:
+            self.hub.release(bridge.name, holder)
+
+    async def close_channels(self) -> None:
+        for task in self._opening.values():
+            task.cancel()
+        for channel in list(self.channels):
+            bridge = self.channels.pop(channel)
+            await self._close_port(bridge)
+
+
+class HubChannel(ChannelBridge):
+    """A channel whose port is a device on this machine: apply what the client asks, report back."""
+
+    def __init__(self, tunnel: Tunnel, channel: int, name: str, port: SerialPort) -> None:
+        super().__init__(tunnel, channel, name, port)
+        self.settings = PortSettings()
+        self._lock = asyncio.Lock()  # control requests apply in the order they came
+        self._reported: set[str] = set()
+        self._modem: ModemLines | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def run(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._serialized(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serialized(self, coro: Any) -> None:
+        async with self._lock:
+            if self.closed:
+                coro.close()
+                return
+            try:
+                await coro
+            except PortNotSupported as exc:
+                self._report_once(str(exc), exc.code, str(exc))
+            except PortError as exc:
+                self.tunnel.conn.report_problem(self.channel, exc.code, str(exc))
+                log.warning("%s: %s", self.name, exc)
+            self.tunnel.flush_soon()
+
+    def _report_once(self, key: str, code: ErrorCode, message: str) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            log.warning("%s: %s", self.name, message)
+            self.tunnel.conn.report_problem(self.channel, code, message)
+
+    async def read_back(self, requested: PortSettings) -> PortSettings:
+        try:
+            return await self.port.apply_settings(requested)
+        except PortError as exc:
+            self._report_once("settings", exc.code, str(exc))
+            return requested
+
+    async def apply_settings(self, settings: PortSettings) -> None:
+        self.settings = await self.port.apply_settings(settings)
+        log.info("%s: line settings %s", self.name, self.settings.short())
+        self.tunnel.conn.report_settings(self.channel, self.settings)
+
+    async def set_control(self, request: ControlRequest) -> None:
+        state = await self.port.set_control(request)
+        log.info("%s: DTR=%s RTS=%s BREAK=%s", self.name, *_onoff(state.dtr, state.rts, state.break_))
+        self.tunnel.conn.report_control(self.channel, state)
+
+    async def purge(self, which: Purge) -> None:
+        await self.port.purge(which)
+
+    def port_modem(self, lines: ModemLines) -> None:
+        if lines != self._modem and not self.closed:
+            self._modem = lines
+            self.tunnel.conn.report_modem(self.channel, lines)
+            self.tunnel.flush_soon()
+
+    def port_lost(self, exc: PortError | None) -> None:
+        if self.closed:
+            return
+        message = str(exc) if exc else "device closed"
+        log.warning("%s: %s", self.name, message)
+        self.tunnel.conn.close_channel(self.channel, exc.code if exc else ErrorCode.DEVICE_GONE, message)
+        self.tunnel.flush_soon()
+        self.detach()
+
+
+def _onoff(*values: bool) -> list[str]:
+    return ["on" if v else "off" for v in values]

@@ -1,0 +1,298 @@
+"""Command line: the only place that parses arguments, installs signal handlers, and exits.
+
+Every ComtunnelError becomes one line on stderr and its exit code; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from comtunnel import __version__
+from comtunnel.errors import ComtunnelError, UsageError
+from comtunnel.protocol.settings import PortSettings, SettingsError, parse_line_settings
+
+if TYPE_CHECKING:
+    from comtunnel.aio.client import ServeSpec
+
+log = logging.getLogger("comtunnel")
+
+
+# --- argument value parsers -------------------------------------------------------------------
+
+
+def parse_hostport(text: str, *, default_host: str | None = None) -> tuple[str, int]:
+    """'HOST:PORT', '[::1]:PORT' or, with a default host, ':PORT' / 'PORT'."""
+    host, sep, port = text.rpartition(":")
+    if not sep and default_host is not None:
+        host, port = default_host, text
+    host = host.strip("[]") or (default_host or "")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def parse_assignment(text: str, what: str) -> tuple[str, str, PortSettings | None]:
+    """'NAME=VALUE[,settings]' as used by --port, --link and --attach."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise UsageError(f"expected NAME={what}, got {text!r}")
+    if not all(c.isalnum() or c in "-_." for c in name):
+        raise UsageError(f"port name {name!r} may use only letters, digits, '-', '_' and '.'")
+    value, _, settings = rest.partition(",")
+    try:
+        return name, value, parse_line_settings(settings) if settings else None
+    except SettingsError as exc:
+        raise UsageError(f"{text!r}: {exc}") from None
+
+
+def parse_serve(args: argparse.Namespace) -> list[ServeSpec]:
+    """--raw and --rfc2217 values: PORT=HOST:TCPPORT (or PORT=TCPPORT for 127.0.0.1)."""
+    from comtunnel.aio.client import ServeSpec
+    from comtunnel.ports.network import check_listen_address
+
+    specs = []
+    for protocol in ("raw", "rfc2217"):
+        for item in getattr(args, protocol) or []:
+            name, _, address = item.partition("=")
+            if not name or not address:
+                raise UsageError(f"expected --{protocol} PORT=HOST:TCPPORT, got {item!r}")
+            host, tcp_port = parse_hostport(address, default_host="127.0.0.1")
+            check_listen_address(host, args.allow_remote, f"--{protocol} {name}")
+            specs.append(ServeSpec(name, host, tcp_port, protocol))
+    return specs
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    from comtunnel.certs import init_certs
+
+    written = init_certs(Path(args.dir), args.hub_name, args.client or [], overwrite=args.force)
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_certs_client(args: argparse.Namespace) -> int:
+    from comtunnel.certs import add_client
+
+    for path in add_client(Path(args.dir), args.name):
+        print(path)
+    return 0
+
+
+def cmd_hub(args: argparse.Namespace) -> int:
+    from comtunnel.aio.hub import Hub, PortSpec
+    from comtunnel.tls import hub_context
+
+    host, port = parse_hostport(args.listen, default_host="0.0.0.0")
+    specs: list[PortSpec] = []
+    for item in args.port or []:
+        name, _, _ = parse_assignment(item, "DEVICE")
+        if any(s.name == name for s in specs):
+            raise UsageError(f"port {name!r} is given twice")
+        specs.append(PortSpec(name, item.partition("=")[2]))
+    if not specs:
+        raise UsageError("give at least one --port NAME=DEVICE")
+    serve = [(s.port, s.protocol, s.host, s.tcp_port) for s in parse_serve(args)]
+    context = hub_context(Path(args.certs))
+
+    async def main(stop: asyncio.Event) -> None:
+        hub = Hub(specs, context, serve=serve)
+        await hub.start(host, port)
+        try:
+            await stop.wait()
+        finally:
+            await hub.close()
+
+    return run_until_signal(main)
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from comtunnel.aio.client import AttachSpec, Client, LinkSpec
+    from comtunnel.tls import client_context
+
+    host, port = parse_hostport(args.connect)
+    links = []
+    for item in args.link or []:
+        name, path, settings = parse_assignment(item, "PATH")
+        links.append(LinkSpec(name, Path(path), settings or PortSettings()))
+    attach = []
+    for item in args.attach or []:
+        name, device, settings = parse_assignment(item, "DEVICE")
+        attach.append(AttachSpec(name, device, settings or PortSettings()))
+    context = client_context(Path(args.certs), args.name)
+    client = Client(
+        host,
+        port,
+        context,
+        links=links,
+        attach=attach,
+        link_dir=Path(args.link_dir) if args.link_dir else None,
+    )
+
+    async def main(stop: asyncio.Event) -> None:
+        task = asyncio.ensure_future(client.run())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        client.stop()
+        stopper.cancel()
+        await task
+
+    return run_until_signal(main)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from comtunnel.demo import run_demo
+
+    return run_until_signal(lambda stop: run_demo(stop, seconds=args.seconds, with_app=not args.no_app))
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop``; a second SIGINT aborts at once."""
+    from comtunnel.aio.loop import run
+
+    async def wrapper() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        hits = 0
+
+        def on_signal() -> None:
+            nonlocal hits
+            hits += 1
+            if hits > 1:
+                raise SystemExit(130)
+            log.info("stopping (Ctrl-C again to force)")
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # Windows
+                loop.add_signal_handler(sig, on_signal)
+        await main(stop)
+
+    run(wrapper())
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="comtunnel",
+        description="Serial ports over one mutual-TLS connection.",
+    )
+    parser.add_argument("--version", action="version", version=f"comtunnel {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    certs = sub.add_parser("certs", help="create the CA and certificates for hub and clients")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    init = certs_sub.add_parser("init", help="create a CA, a hub certificate and client certificates")
+    init.add_argument("dir", metavar="DIR")
+    init.add_argument(
+        "--hub-name",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="DNS name or IP address clients use to reach the hub (repeatable)",
+    )
+    init.add_argument("--client", action="append", metavar="NAME", help="a client certificate to create")
+    init.add_argument("--force", action="store_true", help="replace an existing CA")
+    init.set_defaults(func=cmd_certs_init)
+    client_cert = certs_sub.add_parser("client", help="add a client certificate signed by DIR's CA")
+    client_cert.add_argument("dir", metavar="DIR")
+    client_cert.add_argument("name", metavar="NAME")
+    client_cert.set_defaults(func=cmd_certs_client)
+
+    hub = sub.add_parser("hub", help="serve local serial ports to clients")
+    hub.add_argument("--listen", required=True, metavar="HOST:PORT")
+    hub.add_argument("--certs", required=True, metavar="DIR", help="holds ca.crt, hub.crt, hub.key")
+    hub.add_argument(
+        "--port",
+        action="append",
+        metavar="NAME=DEVICE",
+        help="a port to serve: a device path or a pyserial URL (repeatable)",
+    )
+    add_serve_options(hub, "serve a hub port directly")
+    hub.set_defaults(func=cmd_hub)
+
+    client = sub.add_parser("client", help="use a hub's ports as local serial ports")
+    client.add_argument("--connect", required=True, metavar="HOST:PORT")
+    client.add_argument("--certs", required=True, metavar="DIR", help="holds ca.crt, NAME.crt, NAME.key")
+    client.add_argument("--name", required=True, help="this client's certificate name")
+    client.add_argument(
+        "--link",
+        action="append",
+        metavar="PORT=PATH[,SETTINGS]",
+        help="a virtual port at PATH for the hub's PORT, e.g. gps=/tmp/gps,4800,7E1",
+    )
+    client.add_argument(
+        "--link-dir", metavar="DIR", help="where to put links for all hub ports when no --link/--attach is given"
+    )
+    client.add_argument(
+        "--attach",
+        action="append",
+        metavar="PORT=DEVICE[,SETTINGS]",
+        help="join the hub's PORT to an existing local serial port",
+    )
+    add_serve_options(client, "serve a tunneled port locally")
+    client.set_defaults(func=cmd_client)
+
+    demo = sub.add_parser("demo", help="emulated devices, hub and client on 127.0.0.1")
+    demo.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--no-app", action="store_true", help="leave the virtual ports to you (no built-in app)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def add_serve_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--rfc2217",
+        action="append",
+        metavar="PORT=HOST:TCPPORT",
+        help=f"{what} as an RFC 2217 (telnet COM-PORT-OPTION) server, e.g. pyserial rfc2217://",
+    )
+    parser.add_argument(
+        "--raw", action="append", metavar="PORT=HOST:TCPPORT", help=f"{what} as plain TCP (socat, netcat)"
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="let --rfc2217/--raw listen on non-loopback addresses (they are plaintext)",
+    )
+
+
+def setup_logging(verbose: int, quiet: int) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(
+        level=max(level, logging.DEBUG),
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    func: Any = args.func
+    try:
+        return int(func(args))
+    except ComtunnelError as exc:
+        print(f"comtunnel: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

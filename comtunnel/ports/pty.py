@@ -1,0 +1,292 @@
+"""A virtual serial port for unmodified applications: a Linux PTY behind a stable symlink.
+
+What the application does to the port arrives here without polling (see shared notes on PTYs):
+
+* data: the master side, in packet mode (TIOCPKT), so every read starts with a status byte;
+* termios changes: EXTPROC on the slave makes the kernel flag each tcsetattr on the master
+  (TIOCPKT_IOCTL); we read the slave's termios2 then (exact custom baud rates). If the app clears
+  EXTPROC, a 50 ms poll takes over;
+* tcflush: TIOCPKT_FLUSHREAD / FLUSHWRITE;
+* open and close: inotify IN_OPEN / IN_CLOSE_* on the /dev/pts/N node.
+
+We keep one slave fd open for our whole life, so the master never reads EIO when the application
+closes, the symlink stays valid across reopen, and we can read the app's termios at any time.
+A PTY cannot hold parity or data bits (Linux forces CS8, clears PARENB), so those come from the
+link's fixed settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import struct
+import termios
+from pathlib import Path
+
+from comtunnel.errors import PortGone, UsageError
+from comtunnel.ports import inotify, termios2
+from comtunnel.ports.base import PortListener, SerialPort
+from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge, StopBits
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536 + 1  # one packet-mode status byte + data
+POLL_INTERVAL = 0.05
+
+
+class PtyPort(SerialPort):
+    def __init__(self, link: Path | None, fixed: PortSettings) -> None:
+        self.link = link
+        self.fixed = fixed
+        self.settings = fixed
+        self.control = ControlState()
+        self.modem = ModemLines.NONE
+        self.app_is_open = False
+        self.dropped_bytes = 0
+        self.slave_path = ""
+        self.description = str(link)
+        self._master = -1
+        self._slave = -1
+        self._watch: inotify.Watch | None = None
+        self._listener: PortListener | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._out = bytearray()
+        self._reading = True
+        self._opens = 0
+        self._poll: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    async def open(self, listener: PortListener) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.link is not None and (self.link.exists() or self.link.is_symlink()) and not self.link.is_symlink():
+            raise UsageError(f"{self.link} exists and is not a symlink; refusing to replace it")
+        self._master, self._slave = os.openpty()
+        self.slave_path = os.ttyname(self._slave)
+        t = termios2.get(self._slave)
+        termios2.make_raw(t)
+        t.lflag |= termios2.EXTPROC
+        self._encode(t, self.fixed)
+        termios2.set(self._slave, t)
+        self.settings = self._decode(termios2.get(self._slave))
+        fcntl.ioctl(self._master, termios2.TIOCPKT, struct.pack("i", 1))
+        os.set_blocking(self._master, False)
+        self._watch = inotify.Watch(
+            Path(self.slave_path), inotify.IN_OPEN | inotify.IN_CLOSE_WRITE | inotify.IN_CLOSE_NOWRITE
+        )
+        self._listener = listener
+        self._loop.add_reader(self._master, self._on_readable)
+        self._loop.add_reader(self._watch.fd, self._on_inotify)
+        if self.link is not None:
+            self._make_link(self.link)
+
+    def _make_link(self, link: Path) -> None:
+        try:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+            tmp.unlink(missing_ok=True)
+            os.symlink(self.slave_path, tmp)
+            os.replace(tmp, link)
+        except OSError as exc:
+            raise UsageError(f"cannot create the link {link}: {exc.strerror}") from None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._listener = None
+        if self._poll is not None:
+            self._poll.cancel()
+        if self._loop is not None:
+            for fd in (self._master, self._watch.fd if self._watch else -1):
+                if fd >= 0:
+                    self._loop.remove_reader(fd)
+            if self._master >= 0:
+                self._loop.remove_writer(self._master)
+        if self._watch is not None:
+            self._watch.close()
+        if self.link is not None:
+            with contextlib.suppress(OSError):
+                if os.readlink(self.link) == self.slave_path:
+                    self.link.unlink()
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    # --- settings <-> termios ------------------------------------------------------------------
+
+    def _encode(self, t: termios2.Termios2, s: PortSettings) -> None:
+        t.set_baudrate(s.baudrate)
+        t.cflag = (t.cflag | termios.CSTOPB) if s.stopbits is not StopBits.ONE else (t.cflag & ~termios.CSTOPB)
+        t.cflag = (t.cflag | termios.CRTSCTS) if s.rtscts else (t.cflag & ~termios.CRTSCTS)
+        flow = termios.IXON | termios.IXOFF
+        t.iflag = (t.iflag | flow) if s.xonxoff else (t.iflag & ~flow)
+
+    def _decode(self, t: termios2.Termios2) -> PortSettings:
+        stop: StopBits
+        if t.cflag & termios.CSTOPB:
+            stop = self.fixed.stopbits if self.fixed.stopbits is not StopBits.ONE else StopBits.TWO
+        else:
+            stop = StopBits.ONE
+        return self.fixed.replace(
+            baudrate=t.baudrate or self.fixed.baudrate,
+            stopbits=stop,
+            rtscts=bool(t.cflag & termios.CRTSCTS),
+            xonxoff=bool(t.iflag & (termios.IXON | termios.IXOFF)),
+        )
+
+    def _check_termios(self) -> None:
+        try:
+            t = termios2.get(self._slave)
+        except OSError:
+            return
+        settings = self._decode(t)
+        if settings != self.settings:
+            self.settings = settings
+            if self._listener is not None:
+                self._listener.app_settings(settings)
+        self._arm_poll(not t.lflag & termios2.EXTPROC)
+
+    def _arm_poll(self, needed: bool) -> None:
+        """Poll termios only while the app has cleared EXTPROC (then no change signals come)."""
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        if needed and self.app_is_open and not self._closed and self._loop is not None:
+            self._poll = self._loop.call_later(POLL_INTERVAL, self._check_termios)
+
+    # --- events from the kernel ------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._master, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # cannot happen while we hold the slave; be safe
+                return
+            self._fail(exc)
+            return
+        if not data or self._listener is None:
+            return
+        status = data[0]
+        if status == 0:
+            if len(data) > 1:
+                self._listener.port_data(data[1:])
+            return
+        if status & termios2.TIOCPKT_IOCTL:
+            self._check_termios()
+        if status & termios2.TIOCPKT_FLUSHREAD:
+            self._listener.app_purge(Purge.RECEIVE)  # the app dropped unread input: device->app data
+        if status & termios2.TIOCPKT_FLUSHWRITE:
+            self._listener.app_purge(Purge.TRANSMIT)  # the app dropped its unsent output
+
+    def _on_inotify(self) -> None:
+        assert self._watch is not None
+        for mask in self._watch.read():
+            if mask & inotify.IN_OPEN:
+                self._opens += 1
+                if self._opens == 1:
+                    self._app_opened()
+            elif mask & (inotify.IN_CLOSE_WRITE | inotify.IN_CLOSE_NOWRITE):
+                self._opens = max(0, self._opens - 1)
+                if self._opens == 0 and self.app_is_open:
+                    self.app_is_open = False
+                    self._arm_poll(False)
+                    if self._listener is not None:
+                        self._listener.app_open(False)
+
+    def _app_opened(self) -> None:
+        self.app_is_open = True
+        with contextlib.suppress(OSError):
+            termios.tcflush(self._slave, termios.TCIFLUSH)  # nothing stale for the new reader
+        self._out.clear()
+        if self._listener is not None:
+            self._listener.app_open(True)
+        self._check_termios()
+
+    def _fail(self, exc: OSError) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.port_lost(PortGone(f"virtual port {self.link}: {exc.strerror}"))
+
+    # --- SerialPort -----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise PortGone(f"virtual port {self.link} is closed")
+        if not self.app_is_open:
+            self.dropped_bytes += len(data)  # like a closed tty: nobody is there to receive
+            return
+        if self._out:
+            self._out += data
+            return
+        try:
+            sent = os.write(self._master, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise PortGone(f"virtual port {self.link}: {exc.strerror}") from None
+        if sent < len(data):
+            self._out += memoryview(data)[sent:]
+            assert self._loop is not None
+            self._loop.add_writer(self._master, self._flush)
+
+    def _flush(self) -> None:
+        assert self._loop is not None
+        try:
+            while self._out:
+                sent = os.write(self._master, self._out)
+                del self._out[:sent]
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._out.clear()
+            self._loop.remove_writer(self._master)
+            self._fail(exc)
+            return
+        self._loop.remove_writer(self._master)
+        if self._listener is not None:
+            self._listener.port_drained()
+
+    @property
+    def write_buffer_size(self) -> int:
+        return len(self._out)
+
+    def pause_reading(self) -> None:
+        if self._reading and not self._closed and self._loop is not None:
+            self._reading = False
+            self._loop.remove_reader(self._master)
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._closed and self._loop is not None:
+            self._reading = True
+            self._loop.add_reader(self._master, self._on_readable)
+
+    async def apply_settings(self, settings: PortSettings) -> PortSettings:
+        t = termios2.get(self._slave)
+        self._encode(t, settings)
+        self.fixed = self.fixed.replace(bytesize=settings.bytesize, parity=settings.parity)
+        self.settings = self._decode(t)  # set first, so the IOCTL signal it causes is not news
+        termios2.set(self._slave, t)
+        return self.settings
+
+    async def set_control(self, request: ControlRequest) -> ControlState:
+        self.control = request.apply_to(self.control)
+        return self.control
+
+    async def purge(self, which: Purge) -> None:
+        if which & Purge.RECEIVE:
+            with contextlib.suppress(OSError):
+                termios.tcflush(self._slave, termios.TCIFLUSH)
+            self._out.clear()
+
+    def modem_lines(self) -> ModemLines:
+        return self.modem
+
+    def set_modem_lines(self, lines: ModemLines) -> None:
+        self.modem = lines

@@ -1,0 +1,128 @@
+"""The scenario driven only by the CLI, as a user runs it: certs init, hub, client, an application."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tunnel_helpers import PtyDevice, open_app, read_exactly, write_all
+
+
+def comtunnel(*args: str) -> list[str]:
+    return [sys.executable, "-m", "comtunnel", *args]
+
+
+class Proc:
+    """A comtunnel process whose stderr goes to a file we can search."""
+
+    def __init__(self, tmp: Path, name: str, *args: str) -> None:
+        self.log = tmp / f"{name}.log"
+        self._out = self.log.open("wb")
+        self.popen = subprocess.Popen(comtunnel(*args), stdout=self._out, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 15) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if m := re.search(pattern, self.text()):
+                return m
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not seen; output:\n{self.text()}")
+
+    def stop(self) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._out.close()
+        return self.popen.returncode
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+@pytest.mark.timeout(90)
+def test_cli_scenario(tmp_path: Path, procs: list[Proc]) -> None:
+    certs = tmp_path / "certs"
+    subprocess.run(
+        comtunnel("certs", "init", str(certs), "--hub-name", "127.0.0.1", "--client", "alice"),
+        check=True, capture_output=True, timeout=30,
+    )
+    subprocess.run(comtunnel("certs", "client", str(certs), "bob"), check=True, capture_output=True, timeout=30)
+    for key in ("ca.key", "hub.key", "alice.key", "bob.key"):
+        assert stat.S_IMODE((certs / key).stat().st_mode) == 0o600
+
+    device = PtyDevice()
+    try:
+        hub = Proc(tmp_path, "hub", "hub", "--listen", "127.0.0.1:0", "--certs", str(certs),
+                   "--port", f"dev={device.path}", "--port", "loop=loop://")
+        procs.append(hub)
+        port = hub.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+        link = tmp_path / "ports" / "dev"
+        client = Proc(tmp_path, "client", "client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs),
+                      "--name", "alice", "--link", f"dev={link},115200,8N1")
+        procs.append(client)
+        client.wait_for(r"dev: open on the hub")
+        assert link.is_symlink()
+
+        app = open_app(link)
+        try:
+            time.sleep(0.2)
+            message = b"hello device \x00\xff\x11\x13\r\n"
+            write_all(app, message)
+            assert read_exactly(device.master, len(message), 10) == message
+            write_all(device.master, b"hello app\r\n")
+            assert read_exactly(app, 11, 10) == b"hello app\r\n"
+        finally:
+            os.close(app)
+        hub.wait_for(r"client alice connected from 127\.0\.0\.1")
+
+        # An unknown port name: the client says so and exits with the usage code.
+        bad = subprocess.run(
+            comtunnel("client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs), "--name", "bob",
+                      "--link", f"nope={tmp_path / 'nope'}"),
+            capture_output=True, text=True, timeout=30,
+        )
+        assert bad.returncode == 2, bad.stderr
+        assert "no port named 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+        assert client.stop() == 0
+        assert not link.exists(), "the symlink is removed on exit"
+        assert hub.popen.poll() is None, "the hub keeps running after clients leave"
+        assert hub.stop() == 0
+        assert "Traceback" not in hub.text() + client.text()
+    finally:
+        device.close()
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    cases = [
+        (["hub", "--listen", "127.0.0.1:0", "--certs", str(tmp_path / "none"), "--port", "a=loop://"], "certs"),
+        (["hub", "--listen", "nonsense", "--certs", str(tmp_path), "--port", "a=loop://"], "HOST:PORT"),
+        (["client", "--connect", "127.0.0.1:1", "--certs", str(tmp_path), "--name", "x", "--link", "bad"], "NAME="),
+        (["certs", "init", str(tmp_path / "c"), "--hub-name", "h", "--client", "../evil"], "evil"),
+    ]
+    for args, expected in cases:
+        result = subprocess.run(comtunnel(*args), capture_output=True, text=True, timeout=30)
+        assert result.returncode in (2, 3), (args, result.stderr)
+        assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr

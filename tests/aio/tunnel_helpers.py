@@ -1,0 +1,100 @@
+"""Test scaffolding for tunnel tests: PTY 'devices', an 'application' side, and a running hub+client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import select
+import time
+import tty
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from comtunnel.aio.client import Client, LinkSpec
+from comtunnel.aio.hub import Hub, PortSpec
+from comtunnel.protocol.settings import PortSettings
+from comtunnel.tls import client_context, hub_context
+
+
+class PtyDevice:
+    """A PTY pair standing in for a serial device: the hub opens `path`, the test talks on `master`."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        tty.setraw(self.master)
+        self.path = os.ttyname(self.slave)
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def open_app(path: Path) -> int:
+    """Open a virtual port the way an application does, raw, blocking."""
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd)
+    return fd
+
+
+def read_exactly(fd: int, size: int, timeout: float = 30.0) -> bytes:
+    """Blocking read of `size` bytes from a fd (run in a thread); fails loudly on timeout."""
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    while len(out) < size:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"got {len(out)} of {size} bytes")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            out += os.read(fd, min(65536, size - len(out)))
+    return bytes(out)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        select.select([], [fd], [], 5)
+        view = view[os.write(fd, view[:16384]) :]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.005) -> float:
+    """Wait until predicate() holds; return the seconds it took."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+    return time.monotonic() - start
+
+
+@contextlib.asynccontextmanager
+async def running_hub(certs: Path, ports: dict[str, str]) -> AsyncIterator[tuple[Hub, int]]:
+    hub = Hub([PortSpec(n, d) for n, d in ports.items()], hub_context(certs))
+    (_, port), *_ = await hub.start("127.0.0.1", 0)
+    try:
+        yield hub, port
+    finally:
+        await hub.close()
+
+
+@contextlib.asynccontextmanager
+async def running_client(
+    certs: Path, port: int, links: dict[str, Path], name: str = "alice", settings: PortSettings | None = None
+) -> AsyncIterator[Client]:
+    specs = [LinkSpec(p, path, settings or PortSettings(115200)) for p, path in links.items()]
+    client = Client("127.0.0.1", port, client_context(certs, name), links=specs)
+    task = asyncio.ensure_future(client.run())
+    ready = asyncio.ensure_future(client.ready.wait())
+    await asyncio.wait([ready, task], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready.cancel()
+        task.result()
+    assert client.ready.is_set(), "client did not get its channels open"
+    try:
+        yield client
+    finally:
+        client.stop()
+        await asyncio.wait_for(task, 10)
