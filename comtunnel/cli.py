@@ -138,6 +138,7 @@ def cmd_client(args: argparse.Namespace) -> int:
         context,
         links=links,
         attach=attach,
+        serve=parse_serve(args),
         link_dir=Path(args.link_dir) if args.link_dir else None,
     )
 

@@ -3,54 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tunnel_helpers import PtyDevice, open_app, read_exactly, write_all
-
-
-def comtunnel(*args: str) -> list[str]:
-    return [sys.executable, "-m", "comtunnel", *args]
-
-
-class Proc:
-    """A comtunnel process whose stderr goes to a file we can search."""
-
-    def __init__(self, tmp: Path, name: str, *args: str) -> None:
-        self.log = tmp / f"{name}.log"
-        self._out = self.log.open("wb")
-        self.popen = subprocess.Popen(comtunnel(*args), stdout=self._out, stderr=subprocess.STDOUT)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, pattern: str, timeout: float = 15) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if m := re.search(pattern, self.text()):
-                return m
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{pattern!r} not seen; output:\n{self.text()}")
-
-    def stop(self) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._out.close()
-        return self.popen.returncode
+from support import Proc, PtyDevice, comtunnel, open_app, read_exactly, write_all
 
 
 @pytest.fixture
@@ -66,7 +26,9 @@ def test_cli_scenario(tmp_path: Path, procs: list[Proc]) -> None:
     certs = tmp_path / "certs"
     subprocess.run(
         comtunnel("certs", "init", str(certs), "--hub-name", "127.0.0.1", "--client", "alice"),
-        check=True, capture_output=True, timeout=30,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     subprocess.run(comtunnel("certs", "client", str(certs), "bob"), check=True, capture_output=True, timeout=30)
     for key in ("ca.key", "hub.key", "alice.key", "bob.key"):
@@ -74,13 +36,35 @@ def test_cli_scenario(tmp_path: Path, procs: list[Proc]) -> None:
 
     device = PtyDevice()
     try:
-        hub = Proc(tmp_path, "hub", "hub", "--listen", "127.0.0.1:0", "--certs", str(certs),
-                   "--port", f"dev={device.path}", "--port", "loop=loop://")
+        hub = Proc(
+            tmp_path,
+            "hub",
+            "hub",
+            "--listen",
+            "127.0.0.1:0",
+            "--certs",
+            str(certs),
+            "--port",
+            f"dev={device.path}",
+            "--port",
+            "loop=loop://",
+        )
         procs.append(hub)
         port = hub.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
         link = tmp_path / "ports" / "dev"
-        client = Proc(tmp_path, "client", "client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs),
-                      "--name", "alice", "--link", f"dev={link},115200,8N1")
+        client = Proc(
+            tmp_path,
+            "client",
+            "client",
+            "--connect",
+            f"127.0.0.1:{port}",
+            "--certs",
+            str(certs),
+            "--name",
+            "alice",
+            "--link",
+            f"dev={link},115200,8N1",
+        )
         procs.append(client)
         client.wait_for(r"dev: open on the hub")
         assert link.is_symlink()
@@ -99,9 +83,20 @@ def test_cli_scenario(tmp_path: Path, procs: list[Proc]) -> None:
 
         # An unknown port name: the client says so and exits with the usage code.
         bad = subprocess.run(
-            comtunnel("client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs), "--name", "bob",
-                      "--link", f"nope={tmp_path / 'nope'}"),
-            capture_output=True, text=True, timeout=30,
+            comtunnel(
+                "client",
+                "--connect",
+                f"127.0.0.1:{port}",
+                "--certs",
+                str(certs),
+                "--name",
+                "bob",
+                "--link",
+                f"nope={tmp_path / 'nope'}",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert bad.returncode == 2, bad.stderr
         assert "no port named 'nope'" in bad.stderr and "Traceback" not in bad.stderr

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from tunnel_helpers import wait_for
+from support import wait_for
 
 from comtunnel.aio.client import Client, ServeSpec
 from comtunnel.aio.hub import Hub, PortSpec

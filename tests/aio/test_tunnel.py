@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import serial
-from tunnel_helpers import PtyDevice, open_app, read_exactly, running_client, running_hub, wait_for, write_all
+from support import PtyDevice, open_app, read_exactly, running_client, running_hub, wait_for, write_all
 
 from comtunnel.aio.client import Client, LinkSpec
 from comtunnel.errors import CertificateError, UsageError

@@ -1,11 +1,15 @@
-"""Test scaffolding for tunnel tests: PTY 'devices', an 'application' side, and a running hub+client."""
+"""Test scaffolding: PTY 'devices', an 'application' side, hub/client in-process or as CLI processes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import re
 import select
+import signal
+import subprocess
+import sys
 import time
 import tty
 from collections.abc import AsyncIterator, Callable
@@ -98,3 +102,40 @@ async def running_client(
     finally:
         client.stop()
         await asyncio.wait_for(task, 10)
+
+
+def comtunnel(*args: str) -> list[str]:
+    return [sys.executable, "-m", "comtunnel", *args]
+
+
+class Proc:
+    """A comtunnel process whose stderr goes to a file we can search."""
+
+    def __init__(self, tmp: Path, name: str, *args: str) -> None:
+        self.log = tmp / f"{name}.log"
+        self._out = self.log.open("wb")
+        self.popen = subprocess.Popen(comtunnel(*args), stdout=self._out, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 15) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if m := re.search(pattern, self.text()):
+                return m
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not seen; output:\n{self.text()}")
+
+    def stop(self) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._out.close()
+        return self.popen.returncode
