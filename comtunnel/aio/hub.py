@@ -45,10 +45,13 @@ PortFactory = Callable[[PortSpec, PortSettings, ControlRequest], SerialPort]
 
 
 def open_device(spec: PortSpec, settings: PortSettings, control: ControlRequest) -> SerialPort:
+    if spec.device.startswith("rfc2217://"):
+        from comtunnel.ports.rfc2217_remote import Rfc2217RemotePort
+
+        return Rfc2217RemotePort(spec.device, settings, control)
     from comtunnel.ports.device import DevicePort
 
-    port: SerialPort = DevicePort(spec.device, settings, control)
-    return port
+    return DevicePort(spec.device, settings, control)
 
 
 @dataclasses.dataclass
@@ -259,6 +262,7 @@ class HubSession:
         self.conn.accept_channel(event.channel, settings, {"device": spec.device})
         log.info("%s opened %s (%s, %s)", self.tunnel.peer, spec.name, spec.device, settings.short())
         channel.port_modem(port.modem_lines())
+        channel.window_opened()  # anything the device said while we were opening
         self.tunnel.flush_soon()
 
     def _forget(self, channel: int, why: str) -> None:

@@ -1,0 +1,130 @@
+"""The hub takes a port from a real ser2net (telnet(rfc2217)) and serves it through the tunnel."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import serial
+from support import Proc, PtyDevice, read_exactly, write_all
+
+SER2NET = shutil.which("ser2net") or ("/usr/sbin/ser2net" if os.path.exists("/usr/sbin/ser2net") else None)
+pytestmark = pytest.mark.skipif(SER2NET is None, reason="ser2net is not installed (apt-get install ser2net)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def ser2net(tmp_path: Path) -> Iterator[tuple[int, PtyDevice]]:
+    """ser2net 4 serving a PTY 'device' with RFC 2217 on 127.0.0.1."""
+    device = PtyDevice()
+    port = _free_port()
+    config = tmp_path / "ser2net.yaml"
+    config.write_text(
+        "connection: &dev\n"
+        f"  accepter: telnet(rfc2217),tcp,127.0.0.1,{port}\n"
+        f"  connector: serialdev,{device.path},115200n81,local\n"
+        "  options:\n"
+        "    kickolduser: true\n"
+    )
+    log = (tmp_path / "ser2net.log").open("wb")
+    assert SER2NET is not None
+    proc = subprocess.Popen([SER2NET, "-n", "-u", "-c", str(config), "-P", str(tmp_path / "ser2net.pid")],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "ser2net.log").read_text()
+                assert proc.poll() is None, (tmp_path / "ser2net.log").read_text()
+                time.sleep(0.05)
+        time.sleep(0.2)  # ser2net closes the probe connection's session
+        yield port, device
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        device.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+@pytest.mark.timeout(120)
+def test_ser2net_port_through_hub_and_client(
+    ser2net: tuple[int, PtyDevice], certs: Path, tmp_path: Path, procs: list[Proc]
+) -> None:
+    s2n_port, device = ser2net
+    hub = Proc(tmp_path, "hub", "hub", "--listen", "127.0.0.1:0", "--certs", str(certs),
+               "--port", f"s=rfc2217://127.0.0.1:{s2n_port}")
+    procs.append(hub)
+    port = hub.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+    link = tmp_path / "s"
+    client = Proc(tmp_path, "client", "client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs),
+                  "--name", "alice", "--link", f"s={link}")
+    procs.append(client)
+    client.wait_for("s: open on the hub")
+
+    app = serial.Serial(str(link), 115200, timeout=10)
+    try:
+        # settings made by the application reach the device behind ser2net
+        app.baudrate = 57600
+        app.stopbits = serial.STOPBITS_TWO
+        deadline = time.monotonic() + 5
+        while True:
+            attrs = termios.tcgetattr(device.slave)
+            if attrs[5] == termios.B57600 and attrs[2] & termios.CSTOPB:
+                break
+            assert time.monotonic() < deadline, f"device termios not updated: {attrs}"
+            time.sleep(0.01)
+
+        # 1 MiB with every byte value (0xFF included), each way
+        up = bytearray(random.Random(1).randbytes((1 << 20) - 256))
+        up[10:10] = bytes(range(256))
+        down = bytes(reversed(up))
+        got_down = bytearray()
+
+        def app_reader() -> None:
+            while len(got_down) < len(down):
+                chunk = app.read(min(65536, len(down) - len(got_down)))
+                if not chunk:
+                    return
+                got_down.extend(chunk)
+
+        reader = threading.Thread(target=app_reader)
+        reader.start()
+        writer = threading.Thread(target=write_all, args=(device.master, down))
+        writer.start()
+        app.write(bytes(up))
+        assert read_exactly(device.master, len(up), 60) == bytes(up)
+        writer.join(60)
+        reader.join(60)
+        assert bytes(got_down) == down
+    finally:
+        app.close()
+    assert "Traceback" not in hub.text()
