@@ -24,8 +24,9 @@ def procs() -> Iterator[list[Proc]]:
 
 
 def _start_hub(tmp_path: Path, certs: Path, procs: list[Proc], *extra: str) -> str:
-    hub = Proc(tmp_path, "hub", "hub", "--listen", "127.0.0.1:0", "--certs", str(certs), "--port", "loop=loop://",
-               *extra)
+    hub = Proc(
+        tmp_path, "hub", "hub", "--listen", "127.0.0.1:0", "--certs", str(certs), "--port", "loop=loop://", *extra
+    )
     procs.append(hub)
     return hub.wait_for(r"hub listening on 127\.0\.0\.1:(\d+)").group(1)
 
@@ -74,8 +75,19 @@ def _exercise(port: int) -> None:
 @pytest.mark.timeout(120)
 def test_pyserial_through_client_rfc2217_over_the_tunnel(certs: Path, tmp_path: Path, procs: list[Proc]) -> None:
     port = _start_hub(tmp_path, certs, procs)
-    client = Proc(tmp_path, "client", "client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs),
-                  "--name", "alice", "--rfc2217", "loop=127.0.0.1:0")
+    client = Proc(
+        tmp_path,
+        "client",
+        "client",
+        "--connect",
+        f"127.0.0.1:{port}",
+        "--certs",
+        str(certs),
+        "--name",
+        "alice",
+        "--rfc2217",
+        "loop=127.0.0.1:0",
+    )
     procs.append(client)
     client.wait_for("loop: open on the hub")
     _exercise(_rfc2217_port(client))

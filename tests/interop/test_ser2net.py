@@ -42,8 +42,11 @@ def ser2net(tmp_path: Path) -> Iterator[tuple[int, PtyDevice]]:
     )
     log = (tmp_path / "ser2net.log").open("wb")
     assert SER2NET is not None
-    proc = subprocess.Popen([SER2NET, "-n", "-u", "-c", str(config), "-P", str(tmp_path / "ser2net.pid")],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [SER2NET, "-n", "-u", "-c", str(config), "-P", str(tmp_path / "ser2net.pid")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -80,13 +83,33 @@ def test_ser2net_port_through_hub_and_client(
     ser2net: tuple[int, PtyDevice], certs: Path, tmp_path: Path, procs: list[Proc]
 ) -> None:
     s2n_port, device = ser2net
-    hub = Proc(tmp_path, "hub", "hub", "--listen", "127.0.0.1:0", "--certs", str(certs),
-               "--port", f"s=rfc2217://127.0.0.1:{s2n_port}")
+    hub = Proc(
+        tmp_path,
+        "hub",
+        "hub",
+        "--listen",
+        "127.0.0.1:0",
+        "--certs",
+        str(certs),
+        "--port",
+        f"s=rfc2217://127.0.0.1:{s2n_port}",
+    )
     procs.append(hub)
     port = hub.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
     link = tmp_path / "s"
-    client = Proc(tmp_path, "client", "client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs),
-                  "--name", "alice", "--link", f"s={link}")
+    client = Proc(
+        tmp_path,
+        "client",
+        "client",
+        "--connect",
+        f"127.0.0.1:{port}",
+        "--certs",
+        str(certs),
+        "--name",
+        "alice",
+        "--link",
+        f"s={link}",
+    )
     procs.append(client)
     client.wait_for("s: open on the hub")
 
