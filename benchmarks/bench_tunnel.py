@@ -105,18 +105,35 @@ def tunnel(device_path: str) -> Iterator[tuple[Path, Callable[[], dict[str, floa
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         cli = [sys.executable, "-m", "comtunnel"]
-        subprocess.run([*cli, "certs", "init", str(base / "c"), "--hub-name", "127.0.0.1", "--client", "b"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*cli, "certs", "init", str(base / "c"), "--hub-name", "127.0.0.1", "--client", "b"],
+            check=True,
+            capture_output=True,
+        )
         hub_log = (base / "hub.log").open("w+")
-        hub = subprocess.Popen([*cli, "-q", "hub", "--listen", "127.0.0.1:0", "--certs", str(base / "c"),
-                                "--port", f"dev={device_path}"], stderr=hub_log)
+        hub = subprocess.Popen(
+            [*cli, "-q", "hub", "--listen", "127.0.0.1:0", "--certs", str(base / "c"), "--port", f"dev={device_path}"],
+            stderr=hub_log,
+        )
         procs = [hub]
         try:
             port = _wait_log(base / "hub.log", r"listening on 127\.0\.0\.1:(\d+)", hub, verbose=True)
             link = base / "dev"
-            client = subprocess.Popen([*cli, "client", "--connect", f"127.0.0.1:{port}", "--certs",
-                                       str(base / "c"), "--name", "b", "--link", f"dev={link}"],
-                                      stderr=(base / "client.log").open("w"))
+            client = subprocess.Popen(
+                [
+                    *cli,
+                    "client",
+                    "--connect",
+                    f"127.0.0.1:{port}",
+                    "--certs",
+                    str(base / "c"),
+                    "--name",
+                    "b",
+                    "--link",
+                    f"dev={link}",
+                ],
+                stderr=(base / "client.log").open("w"),
+            )
             procs.append(client)
             _wait_log(base / "client.log", r"dev: open on the hub", client)
 
@@ -156,8 +173,13 @@ def measure(app: int, device: int, mib: int, echoes: int) -> dict[str, float]:
     up = pump(app, device, size)
     down = pump(device, app, size)
     rtt = echo_rtt(app, device, echoes)
-    return {"app_to_device_MBps": up, "device_to_app_MBps": down,
-            "echo_p50_us": pct(rtt, 0.5), "echo_p99_us": pct(rtt, 0.99), "echo_max_us": max(rtt)}
+    return {
+        "app_to_device_MBps": up,
+        "device_to_app_MBps": down,
+        "echo_p50_us": pct(rtt, 0.5),
+        "echo_p99_us": pct(rtt, 0.99),
+        "echo_max_us": max(rtt),
+    }
 
 
 def main() -> None:
@@ -186,8 +208,7 @@ def main() -> None:
     os.close(master)
     os.close(slave)
 
-    keys = ["app_to_device_MBps", "device_to_app_MBps", "echo_p50_us", "echo_p99_us", "echo_max_us",
-            "cpu_s_per_MB"]
+    keys = ["app_to_device_MBps", "device_to_app_MBps", "echo_p50_us", "echo_p99_us", "echo_max_us", "cpu_s_per_MB"]
     print(f"| path | {' | '.join(keys)} |")
     print(f"|---|{'---|' * len(keys)}")
     for name, row in results.items():
