@@ -355,7 +355,7 @@ def data_frame_header(channel: int, size: int) -> bytes:
 
     Equal to ``encode_frame(Data(channel, payload))`` minus the payload itself.
     """
-    head = b"\x93\x05" + msgpack.packb(channel)
+    head: bytes = b"\x93\x05" + msgpack.packb(channel)
     if size < 0x100:
         head += bytes((0xC4, size))
     elif size < 0x10000:
