@@ -112,12 +112,12 @@ def tunnel(device_path: str) -> Iterator[tuple[Path, Callable[[], dict[str, floa
         )
         hub_log = (base / "hub.log").open("w+")
         hub = subprocess.Popen(
-            [*cli, "-q", "hub", "--listen", "127.0.0.1:0", "--certs", str(base / "c"), "--port", f"dev={device_path}"],
+            [*cli, "hub", "--listen", "127.0.0.1:0", "--certs", str(base / "c"), "--port", f"dev={device_path}"],
             stderr=hub_log,
         )
         procs = [hub]
         try:
-            port = _wait_log(base / "hub.log", r"listening on 127\.0\.0\.1:(\d+)", hub, verbose=True)
+            port = _wait_log(base / "hub.log", r"listening on 127\.0\.0\.1:(\d+)", hub)
             link = base / "dev"
             client = subprocess.Popen(
                 [
@@ -151,7 +151,7 @@ def tunnel(device_path: str) -> Iterator[tuple[Path, Callable[[], dict[str, floa
                     p.kill()
 
 
-def _wait_log(path: Path, pattern: str, proc: subprocess.Popen[bytes], verbose: bool = False) -> str:
+def _wait_log(path: Path, pattern: str, proc: subprocess.Popen[bytes]) -> str:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         m = re.search(pattern, path.read_text())
