@@ -2,8 +2,17 @@
 
 Why a private CA: the hub must know *which* client connects (names appear in logs and, later,
 access rules) and clients must trust only their own hubs, never the public web PKI. EC P-256
-keys keep generation instant and handshakes fast. Key files are created 0600 from the start
-(never chmod after writing, which would leave a window where they are readable).
+keys keep generation instant and handshakes fast.
+
+Layout of a certificate directory (see certs/README.md for which file goes to which machine)::
+
+    ca.crt  ca.key          the CA; ca.key signs new clients and should then live offline
+    hub.crt hub.key         CN = first hub name, SAN = every hub name, EKU serverAuth
+    NAME.crt NAME.key       one per client, CN = NAME, EKU clientAuth
+
+Key files are created 0600 from the start (never chmod after writing, which would leave a window
+where they are readable) and renamed into place, so a crash never leaves half a key. Nothing is
+overwritten unless asked: replacing a CA silently would lock out every machine that has the old one.
 """
 
 from __future__ import annotations
@@ -12,37 +21,57 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import secrets
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from comtunnel.errors import CertificateError, UsageError
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+# Keys that may sign: ours are EC, but a CA brought from elsewhere may be any of these.
+IssuerKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+_ISSUER_KEYS = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
+
+MAX_DAYS = 36500  # X.509 dates end in 9999; a century is plenty and keeps datetime arithmetic safe
+
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 _RESERVED = {"ca", "hub"}
+# RFC 1123 labels, plus '_' (seen on real LANs) and a leading '*.' wildcard.
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"(\*\.)?({_LABEL}\.)*{_LABEL}\.?")
 
 
 def init_certs(
     directory: Path, hub_names: list[str], clients: list[str], *, days: int = 3650, overwrite: bool = False
 ) -> list[Path]:
-    """Create ca.*, hub.* and NAME.* for each client in ``directory``; return the files written."""
-    if not hub_names:
+    """Create ca.*, hub.* and NAME.* for each client in ``directory``; return the files written.
+
+    Every argument is checked before anything is written, so a typo never leaves a half-made set.
+    With ``overwrite`` the CA is replaced: certificates from the old CA (including clients not
+    named here) stop working.
+    """
+    sans = [_san(name) for name in hub_names]
+    if not sans:
         raise UsageError("give at least one --hub-name (the DNS name or IP address clients connect to)")
+    _check_days(days)
     for name in clients:
-        _check_client_name(name)
+        check_client_name(name)
     if len(set(clients)) != len(clients):
         raise UsageError("a client name is given twice")
-    if (directory / "ca.key").exists() and not overwrite:
-        raise UsageError(f"{directory} already holds a CA; use --force to replace it (old certificates stop working)")
+    stems = ["ca", "hub", *clients]
+    if not overwrite:
+        _refuse_existing(directory, stems)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create {directory}: {exc.strerror}") from None
+        raise UsageError(f"cannot create the certificate directory {directory}: {_why(exc)}") from None
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "comtunnel CA")])
+    # A distinct CA name per run: two comtunnel CAs are told apart in `openssl x509 -text` and by OpenSSL.
+    ca_name = _name(f"comtunnel CA {secrets.token_hex(4)}")
     ca_cert = (
         _builder(ca_name, ca_name, ca_key.public_key(), days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -63,11 +92,7 @@ def init_certs(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    written = [
-        _write_key(directory / "ca.key", ca_key),
-        _write_cert(directory / "ca.crt", ca_cert),
-    ]
-    sans: list[x509.GeneralName] = [_san(name) for name in hub_names]
+    written = [_write_key(directory / "ca.key", ca_key), _write_cert(directory / "ca.crt", ca_cert)]
     written += _issue(directory, "hub", hub_names[0], ca_cert, ca_key, days, ExtendedKeyUsageOID.SERVER_AUTH, sans)
     for name in clients:
         written += _issue(directory, name, name, ca_cert, ca_key, days, ExtendedKeyUsageOID.CLIENT_AUTH, [])
@@ -75,39 +100,75 @@ def init_certs(
 
 
 def add_client(directory: Path, name: str, *, days: int = 3650) -> list[Path]:
-    """Sign a certificate for a new client with the CA already in ``directory``."""
-    _check_client_name(name)
+    """Sign a certificate for a new client with the CA already in ``directory``; return the files written."""
+    check_client_name(name)
+    _check_days(days)
     ca_cert, ca_key = _load_ca(directory)
-    if (directory / f"{name}.crt").exists():
-        raise UsageError(f"client {name!r} already exists in {directory}")
+    existing = [p for p in (directory / f"{name}.crt", directory / f"{name}.key") if p.exists()]
+    if existing:
+        raise UsageError(f"client {name!r} already exists in {directory} ({existing[0].name}); pick another name")
     return _issue(directory, name, name, ca_cert, ca_key, days, ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
 
 def certificate_name(cert: x509.Certificate | bytes) -> str:
-    """The common name of a certificate (DER bytes or object): how we name a client in logs."""
+    """The common name of a certificate (DER bytes or object): how the hub names a client in logs."""
     if isinstance(cert, bytes):
-        cert = x509.load_der_x509_certificate(cert)
+        try:
+            cert = x509.load_der_x509_certificate(cert)
+        except ValueError:
+            raise CertificateError("not a DER-encoded X.509 certificate") from None
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     value = names[0].value if names else "?"
     return value if isinstance(value, str) else value.decode(errors="replace")
 
 
-# --- internals ----------------------------------------------------------------------------------
-
-
-def _check_client_name(name: str) -> None:
-    if not _NAME_RE.match(name) or name in _RESERVED:
+def check_client_name(name: str) -> None:
+    """Client names become file names (NAME.crt), so nothing that could leave the directory or hide."""
+    if not _CLIENT_NAME.fullmatch(name) or name.lower() in _RESERVED:
         raise UsageError(
-            f"client name {name!r} must be letters, digits, '-', '_' or '.', not start with '.', "
+            f"client name {name!r} must be 1-64 letters, digits, '-', '_' or '.', not start with '.', "
             "and not be 'ca' or 'hub'"
         )
 
 
+# --- internals ----------------------------------------------------------------------------------
+
+
+def _check_days(days: int) -> None:
+    if not 1 <= days <= MAX_DAYS:
+        raise UsageError(f"certificate lifetime must be 1 to {MAX_DAYS} days, not {days}")
+
+
+def _refuse_existing(directory: Path, stems: list[str]) -> None:
+    if (directory / "ca.crt").exists() or (directory / "ca.key").exists():
+        raise UsageError(
+            f"{directory} already holds a CA; use --force to replace it (certificates from the old CA stop working)"
+        )
+    taken = [f"{s}{ext}" for s in stems for ext in (".crt", ".key") if (directory / f"{s}{ext}").exists()]
+    if taken:
+        raise UsageError(f"{directory} already holds {', '.join(taken)}; use --force to replace them")
+
+
 def _san(name: str) -> x509.GeneralName:
+    """An IP SAN for an address, else a DNS SAN (IDNs as A-labels, which is what TLS compares)."""
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
-        return x509.DNSName(name)
+        pass
+    try:
+        ascii_name = name.encode("idna").decode("ascii") if not name.isascii() else name
+    except UnicodeError:
+        ascii_name = ""
+    if len(ascii_name) > 253 or not _DNS_NAME.fullmatch(ascii_name):
+        raise UsageError(
+            f"hub name {name!r} is neither a DNS name nor an IP address (give the host name alone, without a port)"
+        )
+    return x509.DNSName(ascii_name)
+
+
+def _name(common_name: str) -> x509.Name:
+    # X.509 caps a CN at 64 characters; a longer hub name still matches through its SAN.
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
 
 
 def _builder(
@@ -120,7 +181,7 @@ def _builder(
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))  # tolerate small clock skew
+        .not_valid_before(now - dt.timedelta(minutes=5))  # tolerate small clock skew between machines
         .not_valid_after(now + dt.timedelta(days=days))
     )
 
@@ -130,22 +191,23 @@ def _issue(
     filename: str,
     common_name: str,
     ca_cert: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
+    ca_key: IssuerKey,
     days: int,
     usage: x509.ObjectIdentifier,
     sans: list[x509.GeneralName],
 ) -> list[Path]:
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = (
-        _builder(subject, ca_cert.subject, key.public_key(), days)
+        _builder(_name(common_name), ca_cert.subject, key.public_key(), days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
+    # Ed25519/Ed448 issuers sign without a separate hash; comtunnel's own CAs are EC.
+    hashless = isinstance(ca_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+    cert = builder.sign(ca_key, None if hashless else hashes.SHA256())
     return [_write_key(directory / f"{filename}.key", key), _write_cert(directory / f"{filename}.crt", cert)]
 
 
@@ -154,29 +216,53 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {_why(exc)}") from None
     return path
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> Path:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    try:
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {_why(exc)}") from None
     return path
 
 
-def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _load_ca(directory: Path) -> tuple[x509.Certificate, IssuerKey]:
+    init_hint = f"create a CA first with 'comtunnel certs init {directory} --hub-name NAME'"
+    if not directory.is_dir():
+        raise CertificateError(f"certificate directory {directory} does not exist: {init_hint}")
+    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
+    for path in (cert_path, key_path):
+        if not path.exists():
+            where = " (ca.key is needed to sign clients: run this where the CA key is kept)" if path == key_path else ""
+            raise CertificateError(f"{path} not found{where}; or {init_hint}")
     try:
-        cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
-        key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
-    except FileNotFoundError as exc:
-        raise CertificateError(
-            f"{exc.filename} not found: create a CA first with 'comtunnel certs init {directory} --hub-name NAME'"
-        ) from None
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (ValueError, OSError) as exc:
-        raise CertificateError(f"cannot read the CA in {directory}: {exc}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CertificateError(f"{directory / 'ca.key'} is not a key made by comtunnel")
+        raise CertificateError(f"cannot read {cert_path}: {_why(exc)}") from None
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except TypeError:
+        raise CertificateError(f"{key_path} is encrypted; comtunnel needs the CA key without a passphrase") from None
+    except (ValueError, OSError, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"cannot read {key_path}: {_why(exc)}") from None
+    if not isinstance(key, _ISSUER_KEYS) or key.public_key() != cert.public_key():
+        raise CertificateError(f"{key_path} does not belong to {cert_path} (are they from the same 'certs init'?)")
     return cert, key
+
+
+def _why(exc: BaseException) -> str:
+    """The useful part of an error: strerror for OS errors, the first line for parser errors."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, ValueError) and "PEM" in str(exc):
+        return "not a PEM file"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

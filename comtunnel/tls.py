@@ -2,122 +2,237 @@
 
 Why TLS 1.3 only: fewer round trips on connect, no legacy cipher choices to get wrong. The hub
 requires a client certificate signed by its CA; the client checks the hub's certificate against
-the same CA *and* the host name it dialled. OpenSSL's errors are precise but cryptic, so
-:func:`describe_tls_error` turns the common ones into a sentence a user can act on.
+the same CA *and* the host name it dialled.
+
+The files are checked here, with cryptography, before OpenSSL sees them: a key that does not
+match its certificate, a certificate from another ``certs init`` run, an expired one or a hub
+certificate used as a client's would otherwise surface only as an obscure handshake failure on
+the *other* machine. Each such problem is a :class:`CertificateError` naming the file and the
+command that fixes it.
+
+OpenSSL's handshake errors are precise but cryptic, and in TLS 1.3 a client learns that the hub
+refused its certificate only from an alert after its own handshake finished. :func:`describe_tls_error`
+turns what each side actually sees (verify codes, alert reasons, EOFs, resets) into a sentence
+a user can act on.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+import socket
 import ssl
 from pathlib import Path
-from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from comtunnel.certs import certificate_name, check_client_name
 from comtunnel.errors import CertificateError
 
 
-def _base(purpose: ssl.Purpose, certs_dir: Path, cert: str, key: str, hint: str) -> ssl.SSLContext:
-    ca = certs_dir / "ca.crt"
-    for path in (ca, certs_dir / cert, certs_dir / key):
-        if not path.is_file():
-            raise CertificateError(f"{path} not found ({hint})")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if purpose is ssl.Purpose.CLIENT_AUTH else ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    try:
-        context.load_verify_locations(cafile=str(ca))
-        context.load_cert_chain(str(certs_dir / cert), str(certs_dir / key))
-    except ssl.SSLError as exc:
-        raise CertificateError(
-            f"cannot use {certs_dir / cert} with {certs_dir / key}: {exc.reason or exc} (do they belong together?)"
-        ) from None
-    except OSError as exc:
-        raise CertificateError(f"cannot read certificates in {certs_dir}: {exc}") from None
-    return context
-
-
 def hub_context(certs_dir: Path) -> ssl.SSLContext:
-    context = _base(
-        ssl.Purpose.CLIENT_AUTH,
-        certs_dir,
-        "hub.crt",
-        "hub.key",
-        f"create them with: comtunnel certs init {certs_dir} --hub-name NAME",
-    )
+    """Server side: hub.crt/hub.key, and every client must present a certificate signed by ca.crt."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    hint = f"create them with: comtunnel certs init {certs_dir} --hub-name NAME"
+    _load(context, certs_dir, "hub", ExtendedKeyUsageOID.SERVER_AUTH, hint)
     context.verify_mode = ssl.CERT_REQUIRED
+    context.num_tickets = 0  # clients never resume sessions; don't send them tickets they will ignore
     return context
 
 
 def client_context(certs_dir: Path, name: str) -> ssl.SSLContext:
-    context = _base(
-        ssl.Purpose.SERVER_AUTH,
-        certs_dir,
-        f"{name}.crt",
-        f"{name}.key",
-        f"create them with: comtunnel certs client {certs_dir} {name}",
-    )
+    """Client side: NAME.crt/NAME.key; the hub must be signed by ca.crt and match the dialled name."""
+    check_client_name(name)  # NAME becomes a file name: refuse '../x' before touching the disk
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    hint = f"create them with: comtunnel certs client {certs_dir} {name}"
+    _load(context, certs_dir, name, ExtendedKeyUsageOID.CLIENT_AUTH, hint)
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
-def peer_name(ssl_object: Any) -> str | None:
-    """Common name of the verified peer certificate, or None."""
+def peer_name(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
+    """Common name of the verified peer certificate, or None (no TLS, no handshake yet, no certificate)."""
     if ssl_object is None:
         return None
-    cert = ssl_object.getpeercert()
-    if not cert:
+    try:
+        verified = ssl_object.getpeercert()  # empty unless the certificate was verified
+        der = ssl_object.getpeercert(binary_form=True)
+    except ValueError:  # handshake not done
         return None
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
+    if not verified or not der:
+        return None
+    try:
+        return certificate_name(der)
+    except CertificateError:
+        return None
 
 
-# OpenSSL reason -> what it means for a comtunnel user; {peer} is "hub" or "client".
+# --- loading and checking the files ---------------------------------------------------------------
+
+
+def _load(context: ssl.SSLContext, certs_dir: Path, stem: str, usage: x509.ObjectIdentifier, hint: str) -> None:
+    if not certs_dir.is_dir():
+        raise CertificateError(f"certificate directory {certs_dir} does not exist ({hint})")
+    ca_path, cert_path, key_path = certs_dir / "ca.crt", certs_dir / f"{stem}.crt", certs_dir / f"{stem}.key"
+    for path in (ca_path, cert_path, key_path):
+        if not path.exists():
+            raise CertificateError(f"{path} not found ({hint})")
+    ca = _read_cert(ca_path)
+    cert = _read_cert(cert_path)
+    try:
+        key = serialization.load_pem_private_key(_read(key_path), password=None)
+    except TypeError:
+        raise CertificateError(f"{key_path} is encrypted; comtunnel needs keys without a passphrase") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise CertificateError(f"{key_path} is not a PEM private key ({hint})") from None
+    if key.public_key() != cert.public_key():
+        raise CertificateError(f"{key_path} does not belong to {cert_path}: copy both files from the same 'certs' run")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertificateError(
+            f"{cert_path} is not signed by {ca_path}: they come from different 'comtunnel certs init' runs"
+        ) from None
+    _check_dates(cert, cert_path, hint)
+    _check_usage(cert, cert_path, usage)
+    try:
+        context.load_verify_locations(cafile=str(ca_path))
+        # The callback only runs for an encrypted key (refused above); it stops OpenSSL prompting on a tty.
+        context.load_cert_chain(str(cert_path), str(key_path), password=_no_passphrase)
+    except (ssl.SSLError, OSError) as exc:
+        raise CertificateError(f"OpenSSL cannot use {cert_path} with {key_path}: {exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CertificateError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(_read(path))
+    except ValueError:
+        raise CertificateError(f"{path} is not a PEM certificate") from None
+
+
+def _check_dates(cert: x509.Certificate, path: Path, hint: str) -> None:
+    # Only expiry: a "not yet valid" certificate more likely means this machine's clock is behind,
+    # and the peer, whose clock may be right, will accept it.
+    expiry = cert.not_valid_after_utc
+    if expiry < dt.datetime.now(dt.UTC):
+        raise CertificateError(f"{path} expired on {expiry:%Y-%m-%d} (make a new one; {hint})")
+
+
+def _check_usage(cert: x509.Certificate, path: Path, usage: x509.ObjectIdentifier) -> None:
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return  # no EKU means any use, for OpenSSL too
+    if usage not in usages:
+        wanted = "hub (server)" if usage == ExtendedKeyUsageOID.SERVER_AUTH else "client"
+        raise CertificateError(f"{path} is not a {wanted} certificate: the hub uses hub.crt, a client NAME.crt")
+
+
+def _no_passphrase() -> bytes:
+    raise CertificateError("encrypted keys are not supported")
+
+
+# --- describing failures ------------------------------------------------------------------------------
+
+# X509_V_ERR_* codes from OpenSSL's x509_vfy.h: we refused the peer's certificate.
+_NOT_OUR_CA = {2, 7, 18, 19, 20, 21}  # no issuer / bad signature / self-signed: another CA
+_NOT_YET_VALID, _EXPIRED, _REVOKED, _WRONG_PURPOSE = 9, 10, 23, 26
+_NAME_MISMATCH = {62, 64}  # host name, IP address
+
+# OpenSSL reasons: the peer refused us (alerts), or the bytes were not TLS. {peer} is "hub" or "client".
+_REJECTED = "the {peer} rejected our certificate"
+_NOT_TLS = "the {peer} is not speaking TLS (wrong port, or not a comtunnel {peer}?)"
+_VERSION = "TLS version mismatch with the {peer} (comtunnel speaks TLS 1.3 only)"
 _REASONS = {
     "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the hub requires a client certificate and we sent none",
     "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client presented no certificate",
-    "TLSV1_ALERT_UNKNOWN_CA": "the {peer} rejected our certificate: it is not signed by the {peer}'s CA",
-    "SSLV3_ALERT_BAD_CERTIFICATE": "the {peer} rejected our certificate",
-    "SSLV3_ALERT_CERTIFICATE_REVOKED": "our certificate has been revoked",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the {peer} says our certificate has expired",
-    "TLSV1_ALERT_PROTOCOL_VERSION": "the {peer} does not speak TLS 1.3",
-    "UNSUPPORTED_PROTOCOL": "the {peer} does not speak TLS 1.3",
-    "WRONG_VERSION_NUMBER": "the {peer} is not speaking TLS (wrong port, or a plaintext client?)",
-    "HTTP_REQUEST": "the {peer} is not speaking TLS (an HTTP request)",
-    "RECORD_LAYER_FAILURE": "the {peer} is not speaking TLS",
-    "PACKET_LENGTH_TOO_LONG": "the {peer} is not speaking TLS",
-    "UNEXPECTED_EOF_WHILE_READING": "the {peer} closed the connection during the TLS handshake",
+    "TLSV1_ALERT_UNKNOWN_CA": _REJECTED + ": it is not signed by the {peer}'s CA (unknown CA)",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": _REJECTED + " as expired or not yet valid (check the clocks on both machines)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": _REJECTED + " (the {peer}'s log says why: often a host name or clock problem)",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": _REJECTED + " as the wrong kind (a client certificate on the hub?)",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": _REJECTED + " as revoked",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": _REJECTED,
+    "TLSV1_ALERT_DECRYPT_ERROR": _REJECTED + " (signature check failed)",
+    "TLSV1_ALERT_PROTOCOL_VERSION": _VERSION,
+    "UNSUPPORTED_PROTOCOL": _VERSION,
+    "NO_PROTOCOLS_AVAILABLE": _VERSION,
+    "WRONG_VERSION_NUMBER": _NOT_TLS,
+    "HTTP_REQUEST": "the {peer} is not speaking TLS (it sent an HTTP request)",
+    "HTTPS_PROXY_REQUEST": "the {peer} is not speaking TLS (it sent an HTTP proxy request)",
+    "UNKNOWN_PROTOCOL": _NOT_TLS,
+    "RECORD_LAYER_FAILURE": _NOT_TLS,
+    "PACKET_LENGTH_TOO_LONG": _NOT_TLS,
 }
 
 
 def describe_tls_error(exc: BaseException | None, peer: str = "hub") -> str:
     """One line, for logs and CLI errors, saying what went wrong in terms a user can act on.
 
-    ``peer`` names the other side ("hub" when we are the client, "client" on the hub).
+    ``peer`` names the other side: "hub" when we are the client, "client" on the hub. ``None``
+    means the connection ended without an error.
     """
     if exc is None:
         return f"the {peer} closed the connection"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        message = exc.verify_message or str(exc)
-        if "Hostname mismatch" in message or "IP address mismatch" in message:
-            return f"hostname mismatch: the {peer}'s certificate is not for this address ({message})"
-        if "unable to get local issuer" in message or "self-signed" in message or "self signed" in message:
-            return f"the {peer}'s certificate is not signed by our CA (another CA, or the wrong certs directory?)"
-        if "expired" in message:
-            return f"the {peer}'s certificate has expired"
-        return f"the {peer}'s certificate was rejected: {message}"
+        return _describe_verify_error(exc, peer)
+    if isinstance(exc, ssl.SSLEOFError):
+        # TLS 1.3: a hub refusing our certificate may close before its alert reaches us.
+        rejected = "; if it refused our certificate, its log says why" if peer == "hub" else ""
+        return f"the {peer} closed the connection unexpectedly{rejected}"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or ""
         if reason in _REASONS:
             return _REASONS[reason].format(peer=peer)
-        return f"TLS error: {reason or exc}"
+        detail = reason.lower().replace("_", " ") if reason else re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc))
+        return f"TLS error with the {peer}: {detail}"
+    return _describe_os_error(exc, peer)
+
+
+def _describe_verify_error(exc: ssl.SSLCertVerificationError, peer: str) -> str:
+    message = str(exc.verify_message or exc)
+    code = exc.verify_code
+    if code in _NAME_MISMATCH or "mismatch" in message:
+        dialled = re.search(r"not valid for '([^']*)'", message)
+        target = repr(dialled.group(1)) if dialled else "the address we dialled"
+        return (
+            f"hostname mismatch: the {peer}'s certificate is not valid for {target} "
+            "(connect with a name given to --hub-name, or make a new hub certificate)"
+        )
+    if code in _NOT_OUR_CA:
+        return f"the {peer}'s certificate is not signed by our CA (another 'certs init', or the wrong certs directory?)"
+    if code == _EXPIRED:
+        return f"the {peer}'s certificate has expired (or this machine's clock is ahead)"
+    if code == _NOT_YET_VALID:
+        return f"the {peer}'s certificate is not valid yet: check the clocks on both machines"
+    if code == _REVOKED:
+        return f"the {peer}'s certificate has been revoked"
+    if code == _WRONG_PURPOSE:
+        return f"the {peer}'s certificate is not a {peer} certificate (the hub uses hub.crt, a client NAME.crt)"
+    return f"the {peer}'s certificate was rejected: {message}"
+
+
+def _describe_os_error(exc: BaseException, peer: str) -> str:
     if isinstance(exc, TimeoutError):
-        return str(exc) or "timed out"
+        return str(exc) or f"the {peer} did not answer in time"
     if isinstance(exc, ConnectionRefusedError):
         return f"connection refused (is the {peer} running, and is this its address?)"
-    if isinstance(exc, ConnectionResetError):
-        return f"connection reset by the {peer}"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        # With an errno this is the kernel's reset; without, an adapter's own sentence.
+        return f"connection reset by the {peer}" if exc.errno else str(exc) or f"connection reset by the {peer}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the {peer}'s address: {exc.strerror}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
