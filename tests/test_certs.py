@@ -61,7 +61,7 @@ def test_init_writes_ca_hub_and_clients(tmp_path: Path) -> None:
 
 
 def test_key_files_are_0600_whatever_the_umask(tmp_path: Path) -> None:
-    """With umask 0, anything written then chmodded would be created world-readable; os.open(0o600) is not."""
+    """Under umask 0 a key written with default permissions would be world-readable: the mode must not rely on umask."""
     old = os.umask(0)
     try:
         init_certs(tmp_path, ["hub"], ["laptop"])
