@@ -13,7 +13,7 @@ import pytest
 import serial
 from support import PtyDevice, open_app, read_exactly, running_client, running_hub, wait_for, write_all
 
-from comtunnel.aio.client import Client, LinkSpec
+from comtunnel.aio.client import AttachSpec, Client, LinkSpec
 from comtunnel.errors import CertificateError, UsageError
 from comtunnel.protocol.settings import ModemLines, PortSettings
 from comtunnel.tls import client_context
@@ -179,5 +179,47 @@ def test_hub_from_another_ca_is_refused_by_the_client(certs: Path, other_certs: 
             client = Client("127.0.0.1", port, client_context(certs, "alice"), links=[spec])
             with pytest.raises(CertificateError, match="certificate"):
                 await asyncio.wait_for(client.run(), 10)
+
+    asyncio.run(main())
+
+
+def test_attach_joins_a_hub_port_to_a_local_device(certs: Path, tmp_path: Path) -> None:
+    """--attach: device-to-device link. The hub's loop:// echoes what the local device sends."""
+    local = PtyDevice()
+
+    async def main() -> None:
+        async with running_hub(certs, {"loop": "loop://"}) as (_, port):
+            spec = AttachSpec("loop", local.path, PortSettings(115200))
+            client = Client("127.0.0.1", port, client_context(certs, "alice"), attach=[spec])
+            task = asyncio.ensure_future(client.run())
+            try:
+                await asyncio.wait_for(client.ready.wait(), 10)
+                data = payload(9, 256 * 1024)
+                reader = asyncio.ensure_future(asyncio.to_thread(read_exactly, local.master, len(data)))
+                await asyncio.to_thread(write_all, local.master, data)
+                assert await reader == data
+            finally:
+                client.stop()
+                await asyncio.wait_for(task, 10)
+
+    try:
+        asyncio.run(main())
+    finally:
+        local.close()
+
+
+def test_without_links_every_hub_port_gets_one_in_link_dir(certs: Path, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running_hub(certs, {"a": "loop://", "b": "loop://"}) as (_, port):
+            client = Client("127.0.0.1", port, client_context(certs, "alice"), link_dir=tmp_path / "ports")
+            task = asyncio.ensure_future(client.run())
+            try:
+                await asyncio.wait_for(client.ready.wait(), 10)
+                assert sorted(p.name for p in (tmp_path / "ports").iterdir()) == ["a", "b"]
+                assert all(c.state == "open" for c in client.channels.values())
+            finally:
+                client.stop()
+                await asyncio.wait_for(task, 10)
+        assert list((tmp_path / "ports").iterdir()) == []
 
     asyncio.run(main())

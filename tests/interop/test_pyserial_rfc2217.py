@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import serial
-from support import Proc
+from support import Proc, PtyDevice, read_exactly
 
 MiB = 1 << 20
 
@@ -93,6 +94,47 @@ def test_pyserial_through_client_rfc2217_over_the_tunnel(certs: Path, tmp_path: 
     _exercise(_rfc2217_port(client))
     _exercise(_rfc2217_port(client))  # one after another, each from a clean state
     assert "Traceback" not in client.text()
+
+
+@pytest.mark.timeout(60)
+def test_pyserial_settings_reach_the_device_through_the_tunnel(certs: Path, tmp_path: Path, procs: list[Proc]) -> None:
+    device = PtyDevice()
+    try:
+        port = _start_hub(tmp_path, certs, procs, "--port", f"dev={device.path}")
+        client = Proc(
+            tmp_path,
+            "client",
+            "client",
+            "--connect",
+            f"127.0.0.1:{port}",
+            "--certs",
+            str(certs),
+            "--name",
+            "alice",
+            "--rfc2217",
+            "dev=127.0.0.1:0",
+        )
+        procs.append(client)
+        client.wait_for("dev: open on the hub")
+        tcp = int(client.wait_for(r"dev: RFC 2217 server on 127\.0\.0\.1:(\d+)").group(1))
+        s = serial.serial_for_url(f"rfc2217://127.0.0.1:{tcp}?ign_set_control", baudrate=115200, timeout=5)
+        try:
+            s.baudrate = 57600
+            s.stopbits = serial.STOPBITS_TWO
+            deadline = time.monotonic() + 5
+            while not (
+                termios.tcgetattr(device.slave)[5] == termios.B57600
+                and termios.tcgetattr(device.slave)[2] & termios.CSTOPB
+            ):
+                assert time.monotonic() < deadline, "the device never got 57600 8N2"
+                time.sleep(0.01)
+            s.write(b"\xff\x00\x11\x13\r\n")
+            assert read_exactly(device.master, 6, 5) == b"\xff\x00\x11\x13\r\n"
+        finally:
+            s.close()
+        assert "has no DTR" in client.text() or "no DTR" in procs[0].text()  # a PTY device says so, once
+    finally:
+        device.close()
 
 
 @pytest.mark.timeout(120)
