@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import Proc
 
 from comtunnel.certs import init_certs
 
@@ -23,3 +25,12 @@ def other_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("other-certs")
     init_certs(directory, ["127.0.0.1"], ["mallory", "alice"])
     return directory
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """comtunnel processes a test starts; each is stopped (SIGINT, then kill) afterwards."""
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.stop()

@@ -14,6 +14,7 @@ import time
 import tty
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from comtunnel.aio.client import Client, LinkSpec
 from comtunnel.aio.hub import Hub, PortSpec
@@ -139,3 +140,40 @@ class Proc:
                 self.popen.wait()
         self._out.close()
         return self.popen.returncode
+
+
+class Recorder:
+    """A PortListener that only records what a port backend tells it (the consumer, not the thing tested)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.settings: list[tuple[float, Any]] = []
+        self.opens: list[bool] = []
+        self.purges: list[Any] = []
+        self.modem: list[Any] = []
+        self.lost: list[object] = []
+        self.drained = 0
+
+    def port_data(self, data: bytes) -> None:
+        self.data += data
+
+    def port_drained(self) -> None:
+        self.drained += 1
+
+    def port_modem(self, lines: Any) -> None:
+        self.modem.append(lines)
+
+    def port_lost(self, exc: object) -> None:
+        self.lost.append(exc)
+
+    def app_settings(self, settings: Any) -> None:
+        self.settings.append((time.monotonic(), settings))
+
+    def app_open(self, is_open: bool) -> None:
+        self.opens.append(is_open)
+
+    def app_purge(self, which: Any) -> None:
+        self.purges.append(which)
+
+    def app_control(self, request: Any) -> None:
+        pass

@@ -32,6 +32,7 @@ import serial
 
 from comtunnel.errors import PortBusy, PortError, PortGone, PortNotSupported, PortUnavailable
 from comtunnel.ports.base import PortListener, SerialPort
+from comtunnel.ports.fdio import FdWriter
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class DevicePort(SerialPort):
         self._listener: PortListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None
-        self._out = bytearray()
+        self._writer_fd: FdWriter | None = None
         self._reading = True
         self._closed = False
         self._modem = ModemLines.NONE
@@ -107,6 +108,7 @@ class DevicePort(SerialPort):
         if type(ser).__module__ == "serial.serialposix":
             self._fd = ser.fileno()
             os.set_blocking(self._fd, False)
+            self._writer_fd = FdWriter(self._loop, self._fd, self._drained, self._write_failed)
             self._loop.add_reader(self._fd, self._on_readable)
         else:
             self._start_threads()
@@ -121,7 +123,8 @@ class DevicePort(SerialPort):
             self._poll.cancel()
         if self._fd is not None and self._loop is not None:
             self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
+        if self._writer_fd is not None:
+            self._writer_fd.clear()
         if self._threaded:
             self._stop.set()
             self._resume.set()
@@ -159,23 +162,6 @@ class DevicePort(SerialPort):
             return
         if self._listener is not None:
             self._listener.port_data(data)
-
-    def _write_fd(self) -> None:
-        assert self._fd is not None and self._loop is not None
-        try:
-            while self._out:
-                sent = os.write(self._fd, self._out)
-                del self._out[:sent]
-        except BlockingIOError:
-            self._loop.add_writer(self._fd, self._write_fd)
-            return
-        except OSError as exc:
-            self._out.clear()
-            self._lost(PortGone(f"{self.url} failed: {exc.strerror} (unplugged?)"))
-            return
-        self._loop.remove_writer(self._fd)
-        if self._listener is not None:
-            self._listener.port_drained()
 
     # --- thread data path -----------------------------------------------------------------------
 
@@ -223,6 +209,13 @@ class DevicePort(SerialPort):
                 return
             self._loop.call_soon_threadsafe(self._written, len(data))
 
+    def _drained(self) -> None:
+        if self._listener is not None:
+            self._listener.port_drained()
+
+    def _write_failed(self, exc: OSError) -> None:
+        self._lost(PortGone(f"{self.url} failed: {exc.strerror} (unplugged?)"))
+
     def _written(self, size: int) -> None:
         self._queued -= size
         if self._queued == 0 and self._listener is not None:
@@ -239,23 +232,15 @@ class DevicePort(SerialPort):
                 self._write_queue.append(data)
                 self._write_ready.notify()
             return
-        assert self._fd is not None and self._loop is not None
-        if self._out:
-            self._out += data
-            return
+        assert self._writer_fd is not None
         try:
-            sent = os.write(self._fd, data)
-        except BlockingIOError:
-            sent = 0
+            self._writer_fd.write(data)
         except OSError as exc:
             raise PortGone(f"{self.url} failed: {exc.strerror} (unplugged?)") from None
-        if sent < len(data):
-            self._out += memoryview(data)[sent:]
-            self._loop.add_writer(self._fd, self._write_fd)
 
     @property
     def write_buffer_size(self) -> int:
-        return self._queued if self._threaded else len(self._out)
+        return self._queued if self._threaded else self._writer_fd.size if self._writer_fd else 0
 
     def pause_reading(self) -> None:
         if self._reading and not self._closed:
@@ -326,8 +311,8 @@ class DevicePort(SerialPort):
                 ser.reset_output_buffer()
         except (OSError, serial.SerialException) as exc:
             raise PortError(f"cannot purge {self.url}: {exc}") from None
-        if which & Purge.TRANSMIT:
-            self._out.clear()
+        if which & Purge.TRANSMIT and self._writer_fd is not None:
+            self._writer_fd.clear()
 
     def modem_lines(self) -> ModemLines:
         return self._modem

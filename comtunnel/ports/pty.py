@@ -30,6 +30,7 @@ from pathlib import Path
 from comtunnel.errors import PortGone, UsageError
 from comtunnel.ports import inotify, termios2
 from comtunnel.ports.base import PortListener, SerialPort
+from comtunnel.ports.fdio import FdWriter
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge, StopBits
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class PtyPort(SerialPort):
         self._watch: inotify.Watch | None = None
         self._listener: PortListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._out = bytearray()
+        self._writer: FdWriter | None = None
         self._reading = True
         self._opens = 0
         self._poll: asyncio.TimerHandle | None = None
@@ -78,6 +79,7 @@ class PtyPort(SerialPort):
             Path(self.slave_path), inotify.IN_OPEN | inotify.IN_CLOSE_WRITE | inotify.IN_CLOSE_NOWRITE
         )
         self._listener = listener
+        self._writer = FdWriter(self._loop, self._master, self._drained, self._fail)
         self._loop.add_reader(self._master, self._on_readable)
         self._loop.add_reader(self._watch.fd, self._on_inotify)
         if self.link is not None:
@@ -104,8 +106,8 @@ class PtyPort(SerialPort):
             for fd in (self._master, self._watch.fd if self._watch else -1):
                 if fd >= 0:
                     self._loop.remove_reader(fd)
-            if self._master >= 0:
-                self._loop.remove_writer(self._master)
+            if self._writer is not None:
+                self._writer.clear()
         if self._watch is not None:
             self._watch.close()
         if self.link is not None:
@@ -204,10 +206,15 @@ class PtyPort(SerialPort):
         self.app_is_open = True
         with contextlib.suppress(OSError):
             termios.tcflush(self._slave, termios.TCIFLUSH)  # nothing stale for the new reader
-        self._out.clear()
+        if self._writer is not None:
+            self._writer.clear()
         if self._listener is not None:
             self._listener.app_open(True)
         self._check_termios()
+
+    def _drained(self) -> None:
+        if self._listener is not None:
+            self._listener.port_drained()
 
     def _fail(self, exc: OSError) -> None:
         listener, self._listener = self._listener, None
@@ -222,40 +229,15 @@ class PtyPort(SerialPort):
         if not self.app_is_open:
             self.dropped_bytes += len(data)  # like a closed tty: nobody is there to receive
             return
-        if self._out:
-            self._out += data
-            return
+        assert self._writer is not None
         try:
-            sent = os.write(self._master, data)
-        except BlockingIOError:
-            sent = 0
+            self._writer.write(data)
         except OSError as exc:
             raise PortGone(f"virtual port {self.link}: {exc.strerror}") from None
-        if sent < len(data):
-            self._out += memoryview(data)[sent:]
-            assert self._loop is not None
-            self._loop.add_writer(self._master, self._flush)
-
-    def _flush(self) -> None:
-        assert self._loop is not None
-        try:
-            while self._out:
-                sent = os.write(self._master, self._out)
-                del self._out[:sent]
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._out.clear()
-            self._loop.remove_writer(self._master)
-            self._fail(exc)
-            return
-        self._loop.remove_writer(self._master)
-        if self._listener is not None:
-            self._listener.port_drained()
 
     @property
     def write_buffer_size(self) -> int:
-        return len(self._out)
+        return self._writer.size if self._writer is not None else 0
 
     def pause_reading(self) -> None:
         if self._reading and not self._closed and self._loop is not None:
@@ -283,7 +265,8 @@ class PtyPort(SerialPort):
         if which & Purge.RECEIVE:
             with contextlib.suppress(OSError):
                 termios.tcflush(self._slave, termios.TCIFLUSH)
-            self._out.clear()
+            if self._writer is not None:
+                self._writer.clear()
 
     def modem_lines(self) -> ModemLines:
         return self.modem

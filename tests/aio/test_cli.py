@@ -6,19 +6,10 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import Proc, PtyDevice, comtunnel, open_app, read_exactly, write_all
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 @pytest.mark.timeout(90)

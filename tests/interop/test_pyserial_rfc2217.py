@@ -6,7 +6,6 @@ import random
 import termios
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ import serial
 from support import Proc, PtyDevice, read_exactly
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 def _start_hub(tmp_path: Path, certs: Path, procs: list[Proc], *extra: str) -> str:

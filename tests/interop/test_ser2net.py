@@ -70,14 +70,6 @@ def ser2net(tmp_path: Path) -> Iterator[tuple[int, PtyDevice]]:
         device.close()
 
 
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.stop()
-
-
 @pytest.mark.timeout(120)
 def test_ser2net_port_through_hub_and_client(
     ser2net: tuple[int, PtyDevice], certs: Path, tmp_path: Path, procs: list[Proc]

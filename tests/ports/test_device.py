@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import serial
-from support import PtyDevice, read_exactly, wait_for, write_all
+from support import PtyDevice, Recorder, read_exactly, wait_for, write_all
 
 from comtunnel.errors import PortBusy, PortGone, PortNotSupported, PortUnavailable
 from comtunnel.ports.device import DevicePort
@@ -17,31 +17,6 @@ from comtunnel.protocol.settings import ControlRequest, ModemLines, Parity, Port
 
 OFF = ControlRequest(dtr=False, rts=False)
 PAYLOAD = os.urandom(1 << 20) + bytes(range(256))
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.modem: list[ModemLines] = []
-        self.lost: list[object] = []
-        self.drained = 0
-
-    def port_data(self, data: bytes) -> None:
-        self.data += data
-
-    def port_drained(self) -> None:
-        self.drained += 1
-
-    def port_modem(self, lines: ModemLines) -> None:
-        self.modem.append(lines)
-
-    def port_lost(self, exc: object) -> None:
-        self.lost.append(exc)
-
-    def app_settings(self, settings: object) -> None: ...
-    def app_open(self, is_open: bool) -> None: ...
-    def app_purge(self, which: object) -> None: ...
-    def app_control(self, request: object) -> None: ...
 
 
 async def _write_all(port: DevicePort, data: bytes) -> None:

@@ -10,47 +10,12 @@ from pathlib import Path
 
 import pytest
 import serial
-from support import open_app, read_exactly, wait_for, write_all
+from support import Recorder, open_app, read_exactly, wait_for, write_all
 
 from comtunnel.errors import UsageError
 from comtunnel.ports import termios2
 from comtunnel.ports.pty import PtyPort
-from comtunnel.protocol.settings import ModemLines, PortSettings, Purge, StopBits
-
-
-class Recorder:
-    """The consumer of the port's callbacks: it only records them."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.settings: list[tuple[float, PortSettings]] = []
-        self.opens: list[bool] = []
-        self.purges: list[Purge] = []
-        self.drained = 0
-
-    def port_data(self, data: bytes) -> None:
-        self.data += data
-
-    def port_drained(self) -> None:
-        self.drained += 1
-
-    def port_modem(self, lines: ModemLines) -> None:
-        pass
-
-    def port_lost(self, exc: object) -> None:
-        raise AssertionError(f"port lost: {exc}")
-
-    def app_settings(self, settings: PortSettings) -> None:
-        self.settings.append((time.monotonic(), settings))
-
-    def app_open(self, is_open: bool) -> None:
-        self.opens.append(is_open)
-
-    def app_purge(self, which: Purge) -> None:
-        self.purges.append(which)
-
-    def app_control(self, request: object) -> None:
-        pass
+from comtunnel.protocol.settings import PortSettings, Purge, StopBits
 
 
 def run(coro_fn):  # type: ignore[no-untyped-def]
@@ -118,6 +83,7 @@ def test_all_bytes_both_ways_and_drops_while_closed(tmp_path: Path) -> None:
                 await asyncio.sleep(0)
             assert await reader == payload
             await wait_for(lambda: port.write_buffer_size == 0)
+            assert rec.lost == []
             os.close(fd)
         finally:
             await port.close()
