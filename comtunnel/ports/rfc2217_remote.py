@@ -9,7 +9,9 @@ logged warning once per group and the requested value is assumed, never a hang.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from comtunnel.errors import PortGone, PortUnavailable
@@ -136,13 +138,18 @@ class Rfc2217RemotePort(SerialPort):
         if waiter is not None and not waiter.done():
             waiter.set_result(event)
 
-    async def _request(self, group: str, send: object) -> object | None:
-        """Send a request and wait for its group's acknowledgement; None after a timeout."""
+    async def _request(self, group: str, send: Callable[[], None]) -> object | None:
+        """Send a request and wait for its group's acknowledgement; None after a timeout.
+
+        A group the server once left unanswered is not waited for again: it will not answer.
+        """
         if self._transport is None:
             raise PortGone(f"RFC 2217 server {self.host}:{self.port} is not connected")
-        waiter = self._waiters[group] = asyncio.get_running_loop().create_future()
-        send()  # type: ignore[operator]
+        send()
         self._flush()
+        if group in self._warned:
+            return None
+        waiter = self._waiters[group] = asyncio.get_running_loop().create_future()
         try:
             return await asyncio.wait_for(waiter, ACK_TIMEOUT)
         except TimeoutError:
@@ -199,18 +206,17 @@ class Rfc2217RemotePort(SerialPort):
         return self.settings
 
     async def set_control(self, request: ControlRequest) -> ControlState:
-        c = self.codec
-        state = self.control
-        if request.dtr is not None:
-            code = r.DTR_ON if request.dtr else r.DTR_OFF
-            await self._request("dtr", lambda: c.set_control(code))
-        if request.rts is not None:
-            code_rts = r.RTS_ON if request.rts else r.RTS_OFF
-            await self._request("rts", lambda: c.set_control(code_rts))
-        if request.break_ is not None:
-            code_brk = r.BREAK_ON if request.break_ else r.BREAK_OFF
-            await self._request("break", lambda: c.set_control(code_brk))
-        self.control = request.apply_to(state)
+        requests = []
+        for group, value, on, off in (
+            ("dtr", request.dtr, r.DTR_ON, r.DTR_OFF),
+            ("rts", request.rts, r.RTS_ON, r.RTS_OFF),
+            ("break", request.break_, r.BREAK_ON, r.BREAK_OFF),
+        ):
+            if value is not None:
+                code = on if value else off
+                requests.append(self._request(group, functools.partial(self.codec.set_control, code)))
+        await asyncio.gather(*requests)  # groups are acknowledged independently
+        self.control = request.apply_to(self.control)
         return self.control
 
     async def purge(self, which: Purge) -> None:
