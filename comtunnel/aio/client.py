@@ -15,7 +15,7 @@ import logging
 import random
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from comtunnel.aio.bridge import ChannelBridge
 from comtunnel.aio.tls_layer import TlsLayer
@@ -68,7 +68,8 @@ class ClientChannel(ChannelBridge):
     """A local port plus what we know of its remote twin; rebound to a new channel on reconnect."""
 
     def __init__(self, client: Client, name: str, port: SerialPort, settings: PortSettings, virtual: bool):
-        super().__init__(client.tunnel_placeholder, 0, name, port)
+        # Unbound until the hub opens the channel; ``closed`` keeps every path off the tunnel till then.
+        super().__init__(cast(Tunnel, None), 0, name, port)
         self.client = client
         self.settings = settings
         self.virtual = virtual
@@ -157,7 +158,6 @@ class Client:
         self.link_dir = link_dir
         self.channels: dict[str, ClientChannel] = {}
         self.tunnel: Tunnel | None = None
-        self.tunnel_placeholder: Any = None
         self.hub_ports: list[dict[str, Any]] = []
         self.connected = asyncio.Event()
         self.ready = asyncio.Event()  # every channel answered at least once
