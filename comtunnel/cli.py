@@ -95,7 +95,10 @@ def cmd_hub(args: argparse.Namespace) -> int:
     from comtunnel.aio.hub import Hub, PortSpec
     from comtunnel.tls import hub_context
 
-    host, port = parse_hostport(args.listen, default_host="0.0.0.0")
+    if not args.listen and not args.connect:
+        raise UsageError("give --listen HOST:PORT, or --connect HOST:PORT to dial a listening client")
+    listen = parse_hostport(args.listen, default_host="0.0.0.0") if args.listen else None
+    dial = [parse_hostport(item) for item in args.connect or []]
     specs: list[PortSpec] = []
     for item in args.port or []:
         name, _, _ = parse_assignment(item, "DEVICE")
@@ -109,10 +112,13 @@ def cmd_hub(args: argparse.Namespace) -> int:
 
     async def main(stop: asyncio.Event) -> None:
         hub = Hub(specs, context, serve=serve)
-        await hub.start(host, port)
+        await hub.start(*listen) if listen else await hub.start_gateways()
+        dialers = [asyncio.ensure_future(hub.dial(h, p)) for h, p in dial]
         try:
             await stop.wait()
         finally:
+            for task in dialers:
+                task.cancel()
             await hub.close()
 
     return run_until_signal(main)
@@ -122,7 +128,11 @@ def cmd_client(args: argparse.Namespace) -> int:
     from comtunnel.aio.client import AttachSpec, Client, LinkSpec
     from comtunnel.tls import client_context
 
-    host, port = parse_hostport(args.connect)
+    if bool(args.connect) == bool(args.listen):
+        raise UsageError("give either --connect HOST:PORT (dial the hub) or --listen HOST:PORT (the hub dials us)")
+    if args.listen and not args.hub_name:
+        raise UsageError("with --listen, give --hub-name NAME: a name in the hub's certificate, to verify it")
+    host, port = parse_hostport(args.connect) if args.connect else ("", 0)
     links = []
     for item in args.link or []:
         name, path, settings = parse_assignment(item, "PATH")
@@ -140,6 +150,8 @@ def cmd_client(args: argparse.Namespace) -> int:
         attach=attach,
         serve=parse_serve(args),
         link_dir=Path(args.link_dir) if args.link_dir else None,
+        server_hostname=args.hub_name,
+        listen=parse_hostport(args.listen, default_host="0.0.0.0") if args.listen else None,
     )
 
     async def main(stop: asyncio.Event) -> None:
@@ -218,7 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     client_cert.set_defaults(func=cmd_certs_client)
 
     hub = sub.add_parser("hub", help="serve local serial ports to clients")
-    hub.add_argument("--listen", required=True, metavar="HOST:PORT")
+    hub.add_argument("--listen", metavar="HOST:PORT", help="accept clients here")
+    hub.add_argument(
+        "--connect",
+        action="append",
+        metavar="HOST:PORT",
+        help="dial a client started with --listen (for a hub behind NAT; repeatable)",
+    )
     hub.add_argument("--certs", required=True, metavar="DIR", help="holds ca.crt, hub.crt, hub.key")
     hub.add_argument(
         "--port",
@@ -230,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     hub.set_defaults(func=cmd_hub)
 
     client = sub.add_parser("client", help="use a hub's ports as local serial ports")
-    client.add_argument("--connect", required=True, metavar="HOST:PORT")
+    client.add_argument("--connect", metavar="HOST:PORT", help="the hub to dial")
+    client.add_argument("--listen", metavar="HOST:PORT", help="wait for the hub to dial us (hub --connect)")
+    client.add_argument(
+        "--hub-name", metavar="NAME", help="the name to verify in the hub's certificate (default: the --connect host)"
+    )
     client.add_argument("--certs", required=True, metavar="DIR", help="holds ca.crt, NAME.crt, NAME.key")
     client.add_argument("--name", required=True, help="this client's certificate name")
     client.add_argument(

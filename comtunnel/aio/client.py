@@ -148,10 +148,13 @@ class Client:
         serve: list[ServeSpec] | None = None,
         link_dir: Path | None = None,
         server_hostname: str | None = None,
+        listen: tuple[str, int] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname or host
+        self.listen = listen
+        self.listen_address: tuple[str, int] | None = None
         self.link_specs = list(links or [])
         self.attach_specs = list(attach or [])
         self.serve_specs = list(serve or [])
@@ -175,6 +178,9 @@ class Client:
             await self._create_links(self.link_specs)
             await self._create_attached()
             await self._create_servers()
+            if self.listen is not None:
+                await self._listen_for_hub(*self.listen)
+                return
             backoff = 0.5
             while not self._stop.is_set():
                 try:
@@ -208,11 +214,15 @@ class Client:
         self.stop()
 
     async def _session(self) -> None:
+        """Dial the hub and serve the connection until it ends."""
+        tunnel, layer = self._new_tunnel()
         loop = asyncio.get_running_loop()
-        conn = Connection(Role.CLIENT, {"software": "comtunnel"})
-        tunnel = Tunnel(conn, f"hub {self.host}:{self.port}")
+        await asyncio.wait_for(loop.create_connection(lambda: layer, self.host, self.port), HANDSHAKE_TIMEOUT)
+        await self._serve(tunnel, layer, f"{self.host}:{self.port}", tls_failure_is_fatal=True)
+
+    def _new_tunnel(self) -> tuple[Tunnel, TlsLayer]:
+        tunnel = Tunnel(Connection(Role.CLIENT, {"software": "comtunnel"}), "hub")
         tunnel.handler = self
-        self._ports_known.clear()
         layer = TlsLayer(
             self.ssl_context,
             tunnel,
@@ -220,17 +230,22 @@ class Client:
             server_hostname=self.server_hostname,
             handshake_timeout=HANDSHAKE_TIMEOUT,
         )
-        await asyncio.wait_for(loop.create_connection(lambda: layer, self.host, self.port), HANDSHAKE_TIMEOUT)
+        return tunnel, layer
+
+    async def _serve(self, tunnel: Tunnel, layer: TlsLayer, where: str, *, tls_failure_is_fatal: bool) -> None:
+        self._ports_known.clear()
         self.tunnel = tunnel
         try:
             await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
             await asyncio.wait_for(self._ports_known.wait(), HANDSHAKE_TIMEOUT)
         except (ssl.SSLError, ssl.CertificateError) as exc:
-            raise self._fail_now(_tls_failure(exc)) from None
+            failure = _tls_failure(exc)
+            raise self._fail_now(failure) if tls_failure_is_fatal else failure from None
         except (TimeoutError, ConnectionError) as exc:
             layer.abort()
             raise PeerError(f"no answer from the hub during the handshake ({describe_tls_error(exc)})") from None
-        log.info("connected to hub %s:%s; ports: %s", self.host, self.port, _names(self.hub_ports))
+        tunnel.peer = f"hub {where}"
+        log.info("connected to hub %s; ports: %s", where, _names(self.hub_ports))
         await self._prepare_channels()
         self.connected.set()
         for channel in self.channels.values():
@@ -242,6 +257,40 @@ class Client:
             if isinstance(lost, ssl.SSLError):
                 raise _tls_failure(lost)
             log.warning("connection to the hub lost: %s", describe_tls_error(lost) if lost else "closed by the hub")
+
+    async def _listen_for_hub(self, host: str, port: int) -> None:
+        """Reverse direction: the hub (behind NAT) dials us. TLS roles stay: we verify it as its client.
+
+        One hub connection at a time; a second one is closed at once, with a log line.
+        """
+        active: asyncio.Task[None] | None = None
+
+        async def serve(tunnel: Tunnel, layer: TlsLayer) -> None:
+            try:
+                await self._serve(tunnel, layer, layer.peer_address, tls_failure_is_fatal=False)
+            except (TimeoutError, OSError, PeerError, CertificateError) as exc:
+                log.warning("hub connection from %s: %s", layer.peer_address, exc)
+
+        def accept() -> asyncio.Protocol:
+            nonlocal active
+            tunnel, layer = self._new_tunnel()
+            if active is not None and not active.done():
+                return _Refuse("a hub is already connected")
+            active = asyncio.get_running_loop().create_task(serve(tunnel, layer))
+            return layer
+
+        server = await asyncio.get_running_loop().create_server(accept, host, port)
+        self.listen_address = server.sockets[0].getsockname()[:2]
+        log.info("client listening for the hub on %s:%s", *self.listen_address)
+        try:
+            await self._stop.wait()
+        finally:
+            server.close()
+            if active is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(active, 5)
+        if self._fatal is not None:
+            raise self._fatal
 
     async def _prepare_channels(self) -> None:
         names = {p["name"] for p in self.hub_ports}
@@ -386,6 +435,16 @@ class Client:
                 channel.state = "disconnected"
         self._by_id.clear()
         self.ready.clear()
+
+
+class _Refuse(asyncio.Protocol):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        log.warning("refused a hub connection from %s: %s", peer and f"{peer[0]}:{peer[1]}", self.reason)
+        transport.close()
 
 
 def _names(ports: list[dict[str, Any]]) -> str:

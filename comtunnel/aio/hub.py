@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import ssl
 import time
 from collections.abc import Callable
@@ -88,19 +89,25 @@ class Hub:
     async def start(self, host: str, port: int) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._new_connection, host, port)
+        await self.start_gateways()
+        addresses = [s.getsockname()[:2] for s in self.server.sockets]
+        for host_, port_ in addresses:
+            log.info("hub listening on %s:%s with ports %s", host_, port_, ", ".join(self.ports) or "none")
+        return addresses
+
+    async def start_gateways(self) -> None:
+        """The --rfc2217/--raw listeners (also for a hub that only dials out)."""
         for name, protocol, gw_host, gw_port in self._serve:
             if name not in self.ports:
                 raise UsageError(f"--{protocol} names port {name!r}, which is not given with --port")
             gateway = LocalGateway(self, self.ports[name], make_server_port(protocol, name, gw_host, gw_port))
             await gateway.start()
             self.gateways.append(gateway)
-        addresses = [s.getsockname()[:2] for s in self.server.sockets]
-        for host_, port_ in addresses:
-            log.info("hub listening on %s:%s with ports %s", host_, port_, ", ".join(self.ports) or "none")
-        return addresses
 
     def _new_connection(self) -> asyncio.Protocol:
-        session = HubSession(self)
+        return self._tls_layer(HubSession(self))
+
+    def _tls_layer(self, session: HubSession) -> TlsLayer:
 
         def failed(exc: BaseException) -> None:
             log.warning("TLS handshake with %s failed: %s", layer.peer_address, describe_tls_error(exc, "client"))
@@ -113,6 +120,31 @@ class Hub:
             on_handshake_failed=failed,
         )
         return layer
+
+    async def dial(self, host: str, port: int) -> None:
+        """Reverse direction: we open the TCP connection to a listening client (we are behind NAT).
+
+        TLS roles do not change: we remain the TLS server and still require the client's
+        certificate. Reconnects with capped, jittered backoff until cancelled.
+        """
+        loop = asyncio.get_running_loop()
+        backoff = 0.5
+        while True:
+            session = HubSession(self)
+            layer = self._tls_layer(session)
+            try:
+                connect = loop.create_connection(_returning(layer), host, port)
+                await asyncio.wait_for(connect, TLS_HANDSHAKE_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                log.warning("cannot reach the client at %s:%s: %s", host, port, describe_tls_error(exc, "client"))
+            else:
+                await session.tunnel.closed
+                if session.identified:
+                    backoff = 0.5
+            delay = backoff * (0.5 + random.random())
+            log.info("dialling %s:%s again in %.1f s", host, port, delay)
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, 30.0)
 
     def claim(self, name: str, client: str) -> Holder:
         holder = self.holders[name] = Holder(client, time.time())
@@ -359,6 +391,10 @@ class HubChannel(ChannelBridge):
         self.tunnel.conn.close_channel(self.channel, exc.code if exc else ErrorCode.DEVICE_GONE, message)
         self.tunnel.flush_soon()
         self.detach()
+
+
+def _returning(protocol: asyncio.Protocol) -> Callable[[], asyncio.Protocol]:
+    return lambda: protocol
 
 
 def _onoff(*values: bool) -> list[str]:
