@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -54,15 +55,19 @@ def parse_assignment(text: str, what: str) -> tuple[str, str, PortSettings | Non
         raise UsageError(f"{text!r}: {exc}") from None
 
 
-def parse_serve(args: argparse.Namespace) -> list[ServeSpec]:
-    """--raw and --rfc2217 values: PORT=HOST:TCPPORT (or PORT=TCPPORT for 127.0.0.1)."""
+def parse_serve(args: argparse.Namespace, labels: list[str] | None = None) -> list[ServeSpec]:
+    """--raw and --rfc2217 values: [HUB/]PORT=HOST:TCPPORT (or PORT=TCPPORT for 127.0.0.1)."""
     from comtunnel.aio.client import ServeSpec
     from comtunnel.ports.network import check_listen_address
 
     specs = []
     for protocol in ("raw", "rfc2217"):
         for item in getattr(args, protocol) or []:
+            if labels is not None:
+                label, item = qualified(item, labels, f"--{protocol}")
             name, _, address = item.partition("=")
+            if labels is not None:
+                name = f"{label}/{name}"
             if not name or not address:
                 raise UsageError(f"expected --{protocol} PORT=HOST:TCPPORT, got {item!r}")
             host, tcp_port = parse_hostport(address, default_host="127.0.0.1")
@@ -132,37 +137,72 @@ def cmd_client(args: argparse.Namespace) -> int:
         raise UsageError("give either --connect HOST:PORT (dial the hub) or --listen HOST:PORT (the hub dials us)")
     if args.listen and not args.hub_name:
         raise UsageError("with --listen, give --hub-name NAME: a name in the hub's certificate, to verify it")
-    host, port = parse_hostport(args.connect) if args.connect else ("", 0)
-    links = []
+    hubs = [parse_hostport(item) for item in args.connect or []] or [("", 0)]
+    labels = hub_labels(hubs)
+    per_hub: dict[str, tuple[list[LinkSpec], list[AttachSpec], list[ServeSpec]]] = {x: ([], [], []) for x in labels}
     for item in args.link or []:
-        name, path, settings = parse_assignment(item, "PATH")
-        links.append(LinkSpec(name, Path(path), settings or PortSettings()))
-    attach = []
+        label, rest = qualified(item, labels, "--link")
+        name, path, settings = parse_assignment(rest, "PATH")
+        per_hub[label][0].append(LinkSpec(name, Path(path), settings or PortSettings()))
     for item in args.attach or []:
-        name, device, settings = parse_assignment(item, "DEVICE")
-        attach.append(AttachSpec(name, device, settings or PortSettings()))
+        label, rest = qualified(item, labels, "--attach")
+        name, device, settings = parse_assignment(rest, "DEVICE")
+        per_hub[label][1].append(AttachSpec(name, device, settings or PortSettings()))
+    for spec in parse_serve(args, labels):
+        label, _, name = spec.port.rpartition("/")
+        per_hub[label or labels[0]][2].append(dataclasses.replace(spec, port=name))
     context = client_context(Path(args.certs), args.name)
-    client = Client(
-        host,
-        port,
-        context,
-        links=links,
-        attach=attach,
-        serve=parse_serve(args),
-        link_dir=Path(args.link_dir) if args.link_dir else None,
-        server_hostname=args.hub_name,
-        listen=parse_hostport(args.listen, default_host="0.0.0.0") if args.listen else None,
-    )
+    taken: set[str] = set()  # link names in --link-dir, shared so two hubs' ports cannot collide
+    clients = [
+        Client(
+            host,
+            port,
+            context,
+            links=per_hub[label][0],
+            attach=per_hub[label][1],
+            serve=per_hub[label][2],
+            link_dir=Path(args.link_dir) if args.link_dir else None,
+            server_hostname=args.hub_name,
+            listen=parse_hostport(args.listen, default_host="0.0.0.0") if args.listen else None,
+            label=label,
+            taken_links=taken,
+        )
+        for (host, port), label in zip(hubs, labels, strict=True)
+    ]
 
     async def main(stop: asyncio.Event) -> None:
-        task = asyncio.ensure_future(client.run())
+        tasks = [asyncio.ensure_future(client.run()) for client in clients]
         stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-        client.stop()
+        await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for client in clients:
+            client.stop()
         stopper.cancel()
-        await task
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
 
     return run_until_signal(main)
+
+
+def hub_labels(hubs: list[tuple[str, int]]) -> list[str]:
+    """How --link etc. name a hub when there are several: its host, or host:port if hosts repeat."""
+    hosts = [h for h, _ in hubs]
+    return [h if hosts.count(h) == 1 else f"{h}:{p}" for h, p in hubs]
+
+
+def qualified(item: str, labels: list[str], option: str) -> tuple[str, str]:
+    """Split 'HUB/PORT=...' into the hub label and 'PORT=...'; unqualified is fine with one hub."""
+    head, sep, _ = item.partition("=")
+    label, slash, port = head.rpartition("/")
+    if not slash:
+        if len(labels) > 1:
+            raise UsageError(
+                f"{option} {item!r}: with several hubs, name the hub: HUB/PORT (hubs: {', '.join(labels)})"
+            )
+        return labels[0], item
+    if label not in labels:
+        raise UsageError(f"{option} {item!r}: no hub {label!r} among --connect ({', '.join(labels)})")
+    return label, port + sep + item.partition("=")[2]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -248,7 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     hub.set_defaults(func=cmd_hub)
 
     client = sub.add_parser("client", help="use a hub's ports as local serial ports")
-    client.add_argument("--connect", metavar="HOST:PORT", help="the hub to dial")
+    client.add_argument(
+        "--connect",
+        action="append",
+        metavar="HOST:PORT",
+        help="a hub to dial (repeat for several hubs; then name ports HUB/PORT)",
+    )
     client.add_argument("--listen", metavar="HOST:PORT", help="wait for the hub to dial us (hub --connect)")
     client.add_argument(
         "--hub-name", metavar="NAME", help="the name to verify in the hub's certificate (default: the --connect host)"

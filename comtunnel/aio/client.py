@@ -149,11 +149,15 @@ class Client:
         link_dir: Path | None = None,
         server_hostname: str | None = None,
         listen: tuple[str, int] | None = None,
+        label: str | None = None,
+        taken_links: set[str] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname or host
         self.listen = listen
+        self.label = label or host
+        self.taken_links = taken_links if taken_links is not None else set()
         self.listen_address: tuple[str, int] | None = None
         self.link_specs = list(links or [])
         self.attach_specs = list(attach or [])
@@ -221,6 +225,7 @@ class Client:
         await self._serve(tunnel, layer, f"{self.host}:{self.port}", tls_failure_is_fatal=True)
 
     def _new_tunnel(self) -> tuple[Tunnel, TlsLayer]:
+        self._ports_known.clear()  # before any byte can arrive: the hub sends PORTS right away
         tunnel = Tunnel(Connection(Role.CLIENT, {"software": "comtunnel"}), "hub")
         tunnel.handler = self
         layer = TlsLayer(
@@ -233,7 +238,6 @@ class Client:
         return tunnel, layer
 
     async def _serve(self, tunnel: Tunnel, layer: TlsLayer, where: str, *, tls_failure_is_fatal: bool) -> None:
-        self._ports_known.clear()
         self.tunnel = tunnel
         try:
             await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
@@ -296,7 +300,11 @@ class Client:
         names = {p["name"] for p in self.hub_ports}
         if not self.channels:
             directory = self.link_dir or Path("comtunnel-ports")
-            specs = [LinkSpec(name, directory / name, PortSettings()) for name in sorted(names)]
+            specs = []
+            for name in sorted(names):
+                link = name if name not in self.taken_links else f"{self.label}-{name}"  # another hub has it
+                self.taken_links.add(link)
+                specs.append(LinkSpec(name, directory / link, PortSettings()))
             await self._create_links(specs)
         missing = [name for name in self.channels if name not in names]
         if missing:
