@@ -205,6 +205,25 @@ def qualified(item: str, labels: list[str], option: str) -> tuple[str, str]:
     return label, port + sep + item.partition("=")[2]
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    from comtunnel.aio.client import fetch_ports
+    from comtunnel.aio.loop import run
+    from comtunnel.tls import client_context
+
+    host, port = parse_hostport(args.connect)
+    context = client_context(Path(args.certs), args.name)
+    ports = run(fetch_ports(host, port, context, args.hub_name))
+    rows = [("PORT", "DEVICE", "STATE", "HELD BY", "SETTINGS")]
+    rows += [
+        (p["name"], str(p.get("device", "")), str(p.get("state", "")), p.get("holder") or "-", p.get("settings") or "-")
+        for p in ports
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from comtunnel.demo import run_demo
 
@@ -317,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_options(client, "serve a tunneled port locally")
     client.set_defaults(func=cmd_client)
+
+    listing = sub.add_parser("list", help="show a hub's ports, who holds them, and their line settings")
+    listing.add_argument("--connect", required=True, metavar="HOST:PORT")
+    listing.add_argument("--certs", required=True, metavar="DIR")
+    listing.add_argument("--name", required=True, help="this client's certificate name")
+    listing.add_argument("--hub-name", metavar="NAME", help="the name to verify in the hub's certificate")
+    listing.set_defaults(func=cmd_list)
 
     demo = sub.add_parser("demo", help="emulated devices, hub and client on 127.0.0.1")
     demo.add_argument("--seconds", type=float, default=None, help="stop after N seconds")

@@ -445,6 +445,26 @@ class Client:
         self.ready.clear()
 
 
+async def fetch_ports(
+    host: str, port: int, ssl_context: ssl.SSLContext, server_hostname: str | None = None
+) -> list[dict[str, Any]]:
+    """Connect, read the hub's port list, and leave: what `comtunnel list` shows."""
+    client = Client(host, port, ssl_context, server_hostname=server_hostname)
+    tunnel, layer = client._new_tunnel()
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(loop.create_connection(lambda: layer, host, port), HANDSHAKE_TIMEOUT)
+        await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
+        await asyncio.wait_for(client._ports_known.wait(), HANDSHAKE_TIMEOUT)
+    except (ssl.SSLError, ssl.CertificateError) as exc:
+        raise _tls_failure(exc) from None
+    except (OSError, TimeoutError) as exc:
+        raise PeerError(f"hub {host}:{port}: {describe_tls_error(exc)}") from None
+    finally:
+        tunnel.close()
+    return client.hub_ports
+
+
 class _Refuse(asyncio.Protocol):
     def __init__(self, reason: str) -> None:
         self.reason = reason

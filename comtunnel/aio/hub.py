@@ -158,12 +158,17 @@ class Hub:
             holder.released.set()
 
     def port_list(self) -> list[dict[str, Any]]:
+        """What PORTS and `comtunnel list` show: each port, who has it, its line settings if open."""
+        settings = {
+            channel.name: channel.settings.short() for session in self.sessions for channel in session.channels.values()
+        }
         return [
             {
                 "name": spec.name,
                 "device": spec.device,
                 "state": "in use" if spec.name in self.holders else "free",
                 "holder": self.holders[spec.name].client if spec.name in self.holders else None,
+                "settings": settings.get(spec.name),
             }
             for spec in self.ports.values()
         ]

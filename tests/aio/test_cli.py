@@ -72,6 +72,19 @@ def test_cli_scenario(tmp_path: Path, procs: list[Proc]) -> None:
             os.close(app)
         hub.wait_for(r"client alice connected from 127\.0\.0\.1")
 
+        # `list` shows each port, who holds it, and the line settings in effect.
+        listing = subprocess.run(
+            comtunnel("list", "--connect", f"127.0.0.1:{port}", "--certs", str(certs), "--name", "bob"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert listing.returncode == 0, listing.stderr
+        rows = [line.split() for line in listing.stdout.splitlines()]
+        assert rows[0] == ["PORT", "DEVICE", "STATE", "HELD", "BY", "SETTINGS"]
+        assert ["dev", device.path, "in", "use", "alice", "115200,8N1"] in rows
+        assert ["loop", "loop://", "free", "-", "-"] in rows
+
         # An unknown port name: the client says so and exits with the usage code.
         bad = subprocess.run(
             comtunnel(
