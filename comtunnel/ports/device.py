@@ -123,6 +123,9 @@ class DevicePort(SerialPort):
         except asyncio.CancelledError:
             opening.add_done_callback(lambda f: _close_if_opened(f, ser))
             raise
+        if self._closed:  # close() came while we were opening
+            _quiet_close(ser)
+            raise PortGone(f"{self.url} was closed while it was being opened")
         if isinstance(ser, serialposix.Serial):
             self._ioctl_fd = ser.fileno()
         self._ser, self._loop, self._listener = ser, loop, listener
@@ -430,7 +433,7 @@ class _ThreadIO:
         self.buffered = 0  # loop thread only
         self._run = threading.Event()
         self._stop = threading.Event()
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes | memoryview] = deque()
         self._queue_changed = threading.Condition()
         name = port.url
         self._threads = (
@@ -532,12 +535,13 @@ class _ThreadIO:
                 return
             self._report(self._written, len(chunk))
 
-    def _take(self) -> bytes:
+    def _take(self) -> bytes | memoryview:
         """Pop up to WRITE_CHUNK bytes: small writes joined (pyserial's cost is per call), large ones split."""
         head = self._queue.popleft()
         if len(head) > WRITE_CHUNK:
-            self._queue.appendleft(head[WRITE_CHUNK:])
-            return head[:WRITE_CHUNK]
+            view = memoryview(head)  # split without copying the rest
+            self._queue.appendleft(view[WRITE_CHUNK:])
+            return view[:WRITE_CHUNK]
         parts = [head]
         size = len(head)
         while self._queue and size + len(self._queue[0]) <= WRITE_CHUNK:

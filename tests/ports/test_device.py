@@ -7,10 +7,12 @@ run here against each data path; other backends can reuse it with their own far 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread  # noqa: F401  (imported before a child drops to 'nobody', see _open_in_child)
 import os
 import random
 import re
 import select
+import signal
 import termios
 import threading
 import time
@@ -20,6 +22,7 @@ import pytest
 import serial
 from support import PtyDevice, read_exactly, wait_for, write_all
 
+from comtunnel.aio import loop
 from comtunnel.errors import PortBusy, PortError, PortGone, PortNotSupported, PortUnavailable
 from comtunnel.ports import termios2
 from comtunnel.ports.device import DevicePort
@@ -167,7 +170,8 @@ def test_contract_loop() -> None:
     asyncio.run(main())
 
 
-def test_contract_pty_device() -> None:
+@pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_contract_pty_device(use_uvloop: bool) -> None:
     device = PtyDevice()
 
     async def main() -> None:
@@ -178,7 +182,7 @@ def test_contract_pty_device() -> None:
         await check_port_contract(port, rec, MasterEnd(device.master), PTY_SIZE)
 
     try:
-        asyncio.run(main())
+        loop.run(main(), use_uvloop=use_uvloop)  # the hub runs on uvloop
     finally:
         device.close()
 
@@ -331,9 +335,9 @@ def test_a_pty_device_has_no_modem_lines_but_keeps_working() -> None:
         await port.open(rec)
         try:
             with pytest.raises(PortNotSupported, match=r"has no DTR/RTS lines \(not a serial port\?\)"):
-                await port.set_control(ControlRequest(dtr=True, rts=True))
+                await port.set_control(ControlRequest(dtr=True, rts=True, break_=True))
+            assert port.control == ControlState(break_=True)  # what it could do, it did
             assert not port.modem_supported and port.modem_lines() == ModemLines.NONE and rec.modem == []
-            assert await port.set_control(ControlRequest(break_=True)) == ControlState(break_=True)
             assert await port.set_control(ControlRequest(break_=False)) == ControlState()
             port.write(b"still here")
             assert await asyncio.to_thread(read_exactly, device.master, 10, 5) == b"still here"
@@ -383,12 +387,48 @@ def test_open_errors_are_port_errors_with_clear_text(tmp_path: Path) -> None:
         device.close()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root bypasses file permissions, so EACCES cannot happen")
+def _open_in_child(path: Path, uid: int | None) -> str:
+    """Open in a forked child, as ``uid`` if given; return what happened as 'Type: message'.
+
+    The child cannot import anything new once it is 'nobody' (the interpreter may live under /root).
+    """
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(rfd)
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            try:
+                asyncio.run(DevicePort(str(path), PortSettings(), OFF).open(Recorder()))
+                result = "opened"
+            except Exception as exc:
+                result = f"{type(exc).__name__}: {exc}"
+            os.write(wfd, result.encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    try:
+        deadline = time.monotonic() + 10
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError("the child did not finish")
+            time.sleep(0.01)
+        return os.read(rfd, 65536).decode()  # it wrote less than a pipe holds, then exited
+    finally:
+        os.close(rfd)
+
+
 def test_permission_denied_names_the_fix(tmp_path: Path) -> None:
+    # root bypasses file modes, so as root the open runs in a child that has become 'nobody'
     locked = tmp_path / "ttyS0"
     locked.touch(mode=0o000)
-    with pytest.raises(PortUnavailable, match=r"permission denied .* dialout group"):
-        asyncio.run(DevicePort(str(locked), PortSettings(), OFF).open(Recorder()))
+    result = _open_in_child(locked, 65534 if os.geteuid() == 0 else None)
+    assert result == f"PortUnavailable: permission denied opening {locked} (add the user to the dialout group)"
 
 
 @pytest.mark.parametrize("spy", [False, True], ids=["pty", "spy"])
@@ -487,6 +527,32 @@ def test_threads_of_a_port_never_closed_end_with_their_loop() -> None:
     for thread in ours:
         thread.join(2)
         assert not thread.is_alive()
+
+
+def test_an_open_cancelled_or_closed_midway_leaves_the_device_free() -> None:
+    device = PtyDevice()
+
+    async def main() -> None:
+        port = DevicePort(device.path, PortSettings(), OFF)
+        opening = asyncio.ensure_future(port.open(Recorder()))
+        await asyncio.sleep(0)  # pyserial is now opening in its thread
+        await port.close()
+        with pytest.raises(PortGone, match="closed while it was being opened"):
+            await opening
+        opening = asyncio.ensure_future(DevicePort(device.path, PortSettings(), OFF).open(Recorder()))
+        await asyncio.sleep(0)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        await asyncio.sleep(0.2)  # the cancelled open's clean-up runs when its thread is done
+        last = DevicePort(device.path, PortSettings(), OFF)  # exclusive: fails if either kept its lock
+        await last.open(Recorder())
+        await last.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        device.close()
 
 
 def _read_available(fd: int) -> bytes:
