@@ -15,7 +15,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from comtunnel.aio.bridge import ChannelBridge
@@ -84,6 +84,7 @@ class Hub:
         self.sessions: set[HubSession] = set()
         self.server: asyncio.Server | None = None
         self.gateways: list[LocalGateway] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._serve = list(serve or [])  # (port name, "raw" | "rfc2217", host, tcp port)
 
     async def start(self, host: str, port: int) -> list[tuple[str, int]]:
@@ -146,6 +147,12 @@ class Hub:
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, 30.0)
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a cleanup (closing a device...) that close() must wait for, not lose."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def claim(self, name: str, client: str) -> Holder:
         holder = self.holders[name] = Holder(client, time.time())
         return holder
@@ -182,6 +189,8 @@ class Hub:
             session.tunnel.close(ErrorCode.NORMAL, "hub shutting down")
         for session in list(self.sessions):
             await session.close_channels()
+        while self._background:  # devices being closed by sessions that ended meanwhile
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self.server is not None:
             await self.server.wait_closed()
 
@@ -248,7 +257,7 @@ class HubSession:
             holder = self.hub.holders.get(bridge.name)
             if holder is not None:
                 holder.closing = True
-        asyncio.get_running_loop().create_task(self.close_channels())
+        self.hub.spawn(self.close_channels())
 
     # --- channels ------------------------------------------------------------------------------
 
@@ -306,7 +315,7 @@ class HubSession:
         bridge = self.channels.pop(channel, None)
         if bridge is not None:
             log.info("%s: %s closed (%s)", self.tunnel.peer, bridge.name, why or "normal")
-            asyncio.get_running_loop().create_task(self._close_port(bridge))
+            self.hub.spawn(self._close_port(bridge))
 
     async def _close_port(self, bridge: HubChannel) -> None:
         bridge.detach()
