@@ -177,3 +177,19 @@ class Recorder:
 
     def app_control(self, request: Any) -> None:
         pass
+
+
+def start_hub(tmp: Path, certs: Path, procs: list[Proc], *args: str, name: str = "hub") -> str:
+    """A `comtunnel hub` on 127.0.0.1 with an ephemeral port; returns that port once it listens."""
+    hub = Proc(tmp, name, "hub", "--listen", "127.0.0.1:0", "--certs", str(certs), *args)
+    procs.append(hub)
+    return hub.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+
+
+def start_client(tmp: Path, certs: Path, procs: list[Proc], hub_port: str, *args: str, name: str = "client") -> Proc:
+    """A `comtunnel client` (certificate 'alice') dialling the hub on 127.0.0.1:hub_port."""
+    client = Proc(
+        tmp, name, "client", "--connect", f"127.0.0.1:{hub_port}", "--certs", str(certs), "--name", "alice", *args
+    )
+    procs.append(client)
+    return client

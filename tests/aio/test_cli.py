@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import Proc, PtyDevice, comtunnel, open_app, read_exactly, write_all
+from support import Proc, PtyDevice, comtunnel, open_app, read_exactly, start_client, start_hub, write_all
 
 
 @pytest.mark.timeout(90)
@@ -27,36 +27,10 @@ def test_cli_scenario(tmp_path: Path, procs: list[Proc]) -> None:
 
     device = PtyDevice()
     try:
-        hub = Proc(
-            tmp_path,
-            "hub",
-            "hub",
-            "--listen",
-            "127.0.0.1:0",
-            "--certs",
-            str(certs),
-            "--port",
-            f"dev={device.path}",
-            "--port",
-            "loop=loop://",
-        )
-        procs.append(hub)
-        port = hub.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+        port = start_hub(tmp_path, certs, procs, "--port", f"dev={device.path}", "--port", "loop=loop://")
+        hub = procs[-1]
         link = tmp_path / "ports" / "dev"
-        client = Proc(
-            tmp_path,
-            "client",
-            "client",
-            "--connect",
-            f"127.0.0.1:{port}",
-            "--certs",
-            str(certs),
-            "--name",
-            "alice",
-            "--link",
-            f"dev={link},115200,8N1",
-        )
-        procs.append(client)
+        client = start_client(tmp_path, certs, procs, port, "--link", f"dev={link},115200,8N1")
         client.wait_for(r"dev: open on the hub")
         assert link.is_symlink()
 

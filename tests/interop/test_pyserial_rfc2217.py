@@ -10,17 +10,13 @@ from pathlib import Path
 
 import pytest
 import serial
-from support import Proc, PtyDevice, read_exactly
+from support import Proc, PtyDevice, read_exactly, start_client, start_hub
 
 MiB = 1 << 20
 
 
 def _start_hub(tmp_path: Path, certs: Path, procs: list[Proc], *extra: str) -> str:
-    hub = Proc(
-        tmp_path, "hub", "hub", "--listen", "127.0.0.1:0", "--certs", str(certs), "--port", "loop=loop://", *extra
-    )
-    procs.append(hub)
-    return hub.wait_for(r"hub listening on 127\.0\.0\.1:(\d+)").group(1)
+    return start_hub(tmp_path, certs, procs, "--port", "loop=loop://", *extra)
 
 
 def _rfc2217_port(proc: Proc) -> int:
@@ -67,20 +63,7 @@ def _exercise(port: int) -> None:
 @pytest.mark.timeout(120)
 def test_pyserial_through_client_rfc2217_over_the_tunnel(certs: Path, tmp_path: Path, procs: list[Proc]) -> None:
     port = _start_hub(tmp_path, certs, procs)
-    client = Proc(
-        tmp_path,
-        "client",
-        "client",
-        "--connect",
-        f"127.0.0.1:{port}",
-        "--certs",
-        str(certs),
-        "--name",
-        "alice",
-        "--rfc2217",
-        "loop=127.0.0.1:0",
-    )
-    procs.append(client)
+    client = start_client(tmp_path, certs, procs, port, "--rfc2217", "loop=127.0.0.1:0")
     client.wait_for("loop: open on the hub")
     _exercise(_rfc2217_port(client))
     _exercise(_rfc2217_port(client))  # one after another, each from a clean state
@@ -92,20 +75,7 @@ def test_pyserial_settings_reach_the_device_through_the_tunnel(certs: Path, tmp_
     device = PtyDevice()
     try:
         port = _start_hub(tmp_path, certs, procs, "--port", f"dev={device.path}")
-        client = Proc(
-            tmp_path,
-            "client",
-            "client",
-            "--connect",
-            f"127.0.0.1:{port}",
-            "--certs",
-            str(certs),
-            "--name",
-            "alice",
-            "--rfc2217",
-            "dev=127.0.0.1:0",
-        )
-        procs.append(client)
+        client = start_client(tmp_path, certs, procs, port, "--rfc2217", "dev=127.0.0.1:0")
         client.wait_for("dev: open on the hub")
         tcp = int(client.wait_for(r"dev: RFC 2217 server on 127\.0\.0\.1:(\d+)").group(1))
         s = serial.serial_for_url(f"rfc2217://127.0.0.1:{tcp}?ign_set_control", baudrate=115200, timeout=5)

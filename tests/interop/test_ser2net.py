@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import serial
-from support import Proc, PtyDevice, read_exactly, write_all
+from support import Proc, PtyDevice, read_exactly, start_client, start_hub, write_all
 
 SER2NET = shutil.which("ser2net") or ("/usr/sbin/ser2net" if os.path.exists("/usr/sbin/ser2net") else None)
 pytestmark = pytest.mark.skipif(SER2NET is None, reason="ser2net is not installed (apt-get install ser2net)")
@@ -75,34 +75,10 @@ def test_ser2net_port_through_hub_and_client(
     ser2net: tuple[int, PtyDevice], certs: Path, tmp_path: Path, procs: list[Proc]
 ) -> None:
     s2n_port, device = ser2net
-    hub = Proc(
-        tmp_path,
-        "hub",
-        "hub",
-        "--listen",
-        "127.0.0.1:0",
-        "--certs",
-        str(certs),
-        "--port",
-        f"s=rfc2217://127.0.0.1:{s2n_port}",
-    )
-    procs.append(hub)
-    port = hub.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+    port = start_hub(tmp_path, certs, procs, "--port", f"s=rfc2217://127.0.0.1:{s2n_port}")
+    hub = procs[-1]
     link = tmp_path / "s"
-    client = Proc(
-        tmp_path,
-        "client",
-        "client",
-        "--connect",
-        f"127.0.0.1:{port}",
-        "--certs",
-        str(certs),
-        "--name",
-        "alice",
-        "--link",
-        f"s={link}",
-    )
-    procs.append(client)
+    client = start_client(tmp_path, certs, procs, port, "--link", f"s={link}")
     client.wait_for("s: open on the hub")
 
     app = serial.Serial(str(link), 115200, timeout=10)
