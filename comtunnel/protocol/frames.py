@@ -333,7 +333,7 @@ _DECODERS: dict[FrameType, Any] = {
     FrameType.SETTINGS: lambda f: _done(f, Settings(f.uint(), f.settings())),
     FrameType.SET_CONTROL: lambda f: _done(f, SetControl(f.uint(), f.control_request())),
     FrameType.CONTROL: lambda f: _done(f, Control(f.uint(), f.control_state())),
-    FrameType.MODEM: lambda f: _done(f, Modem(f.uint(), ModemLines(f.uint(0xF0) & 0xF0))),
+    FrameType.MODEM: lambda f: _done(f, Modem(f.uint(), ModemLines(f.uint(0xFF) & 0xF0))),
     FrameType.PURGE: lambda f: _done(f, PurgeRequest(f.uint(), _purge(f))),
     FrameType.CHANNEL_ERROR: lambda f: _done(f, ChannelError(f.uint(), f.code(), f.text())),
     FrameType.PING: lambda f: _done(f, Ping(f.uint((1 << 64) - 1))),

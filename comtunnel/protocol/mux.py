@@ -33,6 +33,7 @@ from .limits import (
     DEFAULT_WINDOW,
     MAX_DATA_CHUNK,
     MAX_MESSAGE,
+    MAX_PORT_NAME,
     PROTOCOL_VERSION,
 )
 from .settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
@@ -178,6 +179,8 @@ class Connection:
         self._require(Role.CLIENT, "open channels")
         if len(self._channels) >= self.max_channels:
             raise LocalProtocolError(f"at most {self.max_channels} channels at once")
+        if len(port) > MAX_PORT_NAME:  # the hub would take it for a protocol error and drop the connection
+            raise LocalProtocolError(f"port name longer than {MAX_PORT_NAME} characters")
         self._last_channel_id += 1
         cid = self._last_channel_id
         self._channels[cid] = _Channel(cid, port, ChannelState.OPENING, self.window)
@@ -334,6 +337,8 @@ class Connection:
         return ev.ChannelOpenFailed(frame.channel, frame.code, frame.message)
 
     def _on_close(self, frame: fr.Close) -> ev.Event | None:
+        if self.role is Role.HUB and frame.channel not in self._channels and 0 < frame.channel <= self._last_channel_id:
+            return None  # the client gave up on an OPEN we had refused: its CLOSE crossed our OPEN_FAIL
         ch = self._known(frame.channel, frame)
         if ch.state is ChannelState.OPENING:
             raise RemoteProtocolError(f"CLOSE for channel {frame.channel} before OPEN_OK")

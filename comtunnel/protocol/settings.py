@@ -77,7 +77,7 @@ class PortSettings:
             raise SettingsError(f"baud rate must be an integer, not {self.baudrate!r}")
         if not MIN_BAUDRATE <= self.baudrate <= MAX_BAUDRATE:
             raise SettingsError(f"baud rate {self.baudrate} is out of range")
-        if self.bytesize not in (5, 6, 7, 8) or isinstance(self.bytesize, bool):
+        if type(self.bytesize) is not int or self.bytesize not in (5, 6, 7, 8):
             raise SettingsError(f"data bits must be 5, 6, 7 or 8, not {self.bytesize!r}")
         object.__setattr__(self, "parity", _enum(Parity, self.parity, "parity"))
         object.__setattr__(self, "stopbits", _enum(StopBits, self.stopbits, "stop bits"))
