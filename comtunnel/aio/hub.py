@@ -76,8 +76,13 @@ class Hub:
         *,
         port_factory: PortFactory = open_device,
         serve: list[tuple[str, str, str, int]] | None = None,
+        access: Any = None,
+        revocations: Any = None,
     ) -> None:
         self.ports = {p.name: p for p in ports}
+        self.access = access  # comtunnel.access.AccessPolicy | None: None lets every client open every port
+        self.revocations = revocations  # comtunnel.access.RevocationList | None
+        self.started = time.time()
         self.ssl_context = ssl_context
         self.port_factory = port_factory
         self.holders: dict[str, Holder] = {}
@@ -180,6 +185,35 @@ class Hub:
             for spec in self.ports.values()
         ]
 
+    def status_snapshot(self) -> dict[str, Any]:
+        """What `comtunnel status` and the metrics endpoint show: plain counters, JSON-ready."""
+        return {
+            "started": self.started,
+            "now": time.time(),
+            "ports": self.port_list(),
+            "sessions": [
+                {
+                    "client": session.client,
+                    "address": session.address,
+                    "since": session.since,
+                    "bytes_in": session.tunnel.bytes_in,
+                    "bytes_out": session.tunnel.bytes_out,
+                    "channels": [
+                        {
+                            "channel": bridge.channel,
+                            "port": bridge.name,
+                            "access": "full",
+                            "bytes_to_device": bridge.bytes_to_port,
+                            "bytes_from_device": bridge.bytes_from_port,
+                            "settings": bridge.settings.short(),
+                        }
+                        for bridge in session.channels.values()
+                    ],
+                }
+                for session in self.sessions
+            ],
+        }
+
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
@@ -201,6 +235,7 @@ class HubSession:
         self.client = "?"
         self.address = "?"
         self.identified = False
+        self.since = time.time()
         self.conn = Connection(Role.HUB, {"software": "comtunnel"})
         self.tunnel = Tunnel(self.conn, "client")
         self.tunnel.handler = self
