@@ -134,3 +134,39 @@ class ConnectionTerminated(Event):
 
     code: ErrorCode | int
     message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResumeRequested(Event):
+    """Hub side: the client wants session ``token`` back; answer with accept_resume or refuse_resume."""
+
+    token: str
+    channels: list[tuple[int, int, int]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionResumed(Event):
+    """Client side: these channels continue where they stopped; ``lost`` holds the ones the hub dropped,
+    with the bytes we had sent on them and it never confirmed."""
+
+    channels: list[int]
+    lost: dict[int, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResumeRefused(Event):
+    """Client side: the hub has no such session (it restarted, or the grace period ran out); every
+    channel is gone, ``lost`` counts per channel what we had sent and it never confirmed."""
+
+    code: ErrorCode | int
+    message: str
+    lost: dict[int, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChannelStateChanged(Event):
+    """Client side: the device is ``gone`` (unplugged) or ``open`` again; the channel stays."""
+
+    channel: int
+    state: str
+    message: str

@@ -1,9 +1,16 @@
-"""Per-channel credit windows, as in SSH (RFC 4254 section 5.2) and HTTP/2 (RFC 9113 section 5.2).
+"""Per-channel credit windows and the replay buffer, on absolute byte offsets.
 
-The receiver grants a number of bytes; the sender may have at most that many unacknowledged.
-The receiver returns credit only when its consumer has really taken the bytes (written them to
-the port), and in batches of at least half the window, so a stalled port stops its sender after
-one window without holding up other channels or growing memory.
+Credit works as in SSH (RFC 4254 section 5.2) and HTTP/2 (RFC 9113 section 5.2): the receiver grants
+a number of bytes, and the sender may have at most that many unacknowledged. The receiver returns
+credit only when its consumer has really taken the bytes (written them to the port), and in batches
+of at least half the window, so a stalled port stops its sender after one window without holding up
+other channels or growing memory.
+
+Every byte of a channel also has an offset (bytes sent before it, counted since the channel opened).
+A sender keeps what it sent until the peer has taken it (the :class:`ReplayBuffer`), and a receiver
+knows how much it received and consumed. That is all a resumed session needs: each side tells the
+other "I received up to R and consumed up to C", and the sender resends from R, with credit up to
+C + window. No offset travels in DATA frames; a connection is ordered, and resumption fixes the start.
 """
 
 from __future__ import annotations
@@ -13,10 +20,16 @@ from .limits import MAX_WINDOW
 
 
 class SendWindow:
-    """Credit the peer has granted us."""
+    """Credit the peer has granted us, as offsets: we may send up to ``acked + size``."""
 
     def __init__(self, initial: int) -> None:
-        self.available = initial
+        self.size = initial
+        self.sent = 0  # offset of the next byte we send
+        self.acked = 0  # offset up to which the peer has consumed (returned credit for)
+
+    @property
+    def available(self) -> int:
+        return self.acked + self.size - self.sent
 
     def consume(self, size: int) -> None:
         if size > self.available:
@@ -24,12 +37,26 @@ class SendWindow:
                 f"sending {size} bytes with only {self.available} of window",
                 ErrorCode.FLOW_CONTROL_ERROR,
             )
-        self.available -= size
+        self.sent += size
 
     def grow(self, increment: int) -> None:
         if increment <= 0 or self.available + increment > MAX_WINDOW:
             raise RemoteProtocolError(f"window update of {increment} is invalid", ErrorCode.FLOW_CONTROL_ERROR)
-        self.available += increment
+        if self.acked + increment <= self.sent:
+            self.acked += increment  # credit for bytes we sent: also an acknowledgement
+        else:  # more credit than we have in flight (a peer growing its window)
+            self.size += self.acked + increment - self.sent
+            self.acked = self.sent
+
+    def resync(self, consumed: int) -> None:
+        """After a resumption: the peer says it consumed up to ``consumed``."""
+        if not self.acked <= consumed <= self.sent:
+            raise RemoteProtocolError(
+                f"peer claims to have consumed up to {consumed}, but we sent {self.sent} and it had "
+                f"acknowledged {self.acked}",
+                ErrorCode.FLOW_CONTROL_ERROR,
+            )
+        self.acked = consumed
 
 
 class ReceiveWindow:
@@ -37,8 +64,13 @@ class ReceiveWindow:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.remaining = size
-        self._unacknowledged = 0
+        self.received_total = 0  # offset of the next byte we expect
+        self.consumed_total = 0  # offset up to which our consumer has taken bytes
+        self.reported = 0  # offset up to which we have returned credit
+
+    @property
+    def remaining(self) -> int:
+        return self.reported + self.size - self.received_total
 
     def received(self, size: int) -> None:
         if size > self.remaining:
@@ -46,15 +78,58 @@ class ReceiveWindow:
                 f"peer sent {size} bytes with {self.remaining} of window left",
                 ErrorCode.FLOW_CONTROL_ERROR,
             )
-        self.remaining -= size
+        self.received_total += size
 
     def consumed(self, size: int) -> int:
         """Note that ``size`` bytes were delivered; return the increment to send now (0: not yet)."""
-        if size < 0 or self._unacknowledged + size + self.remaining > self.size:
+        if size < 0 or self.consumed_total + size > self.received_total:
             raise LocalProtocolError(f"consumed {size} bytes that were never received")
-        self._unacknowledged += size
-        if self._unacknowledged * 2 < self.size:
+        self.consumed_total += size
+        if (self.consumed_total - self.reported) * 2 < self.size:
             return 0
-        increment, self._unacknowledged = self._unacknowledged, 0
-        self.remaining += increment
+        increment = self.consumed_total - self.reported
+        self.reported = self.consumed_total
         return increment
+
+    def resync(self) -> tuple[int, int]:
+        """What we tell the peer when a session resumes: (received, consumed); credit is then exact."""
+        self.reported = self.consumed_total
+        return self.received_total, self.consumed_total
+
+
+class ReplayBuffer:
+    """Bytes we sent on a channel and the peer has not yet taken: what a resumed session resends.
+
+    Holds offsets ``[start, end)``. Bounded by the send window while connected (the peer's consumed
+    offset trims it); the bridge bounds what piles up while disconnected.
+    """
+
+    def __init__(self) -> None:
+        self.start = 0
+        self._data = bytearray()
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def append(self, data: bytes | memoryview) -> None:
+        self._data += data
+
+    def trim(self, offset: int) -> None:
+        """The peer holds everything before ``offset``."""
+        if offset > self.start:
+            new_start = min(offset, self.end)
+            del self._data[: new_start - self.start]
+            self.start = new_start
+
+    def unacknowledged(self, offset: int) -> memoryview:
+        """The bytes from ``offset`` on (after :meth:`trim` to the peer's received offset)."""
+        if not self.start <= offset <= self.end:
+            raise RemoteProtocolError(
+                f"peer asks to resume from offset {offset}, but we hold {self.start}..{self.end}",
+                ErrorCode.FLOW_CONTROL_ERROR,
+            )
+        return memoryview(self._data)[offset - self.start :]

@@ -38,6 +38,10 @@ class FrameType(enum.IntEnum):
     PONG = 15
     GOAWAY = 16
     PORTS = 17
+    RESUME = 18
+    RESUMED = 19
+    RESUME_FAIL = 20
+    CHANNEL_STATE = 21
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -182,6 +186,42 @@ class Ports(Frame):
     ports: list[dict[str, Any]]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resume(Frame):
+    """Client, right after HELLO: continue session ``token``; per open channel (id, received, consumed)."""
+
+    TYPE: ClassVar[FrameType] = FrameType.RESUME
+    token: str
+    channels: list[tuple[int, int, int]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resumed(Frame):
+    """Hub: the session continues; the channels it kept, with its (received, consumed) offsets."""
+
+    TYPE: ClassVar[FrameType] = FrameType.RESUMED
+    channels: list[tuple[int, int, int]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResumeFail(Frame):
+    """Hub: no such session (expired, hub restarted): the client starts a new one."""
+
+    TYPE: ClassVar[FrameType] = FrameType.RESUME_FAIL
+    code: ErrorCode | int
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChannelState(Frame):
+    """Hub: the device behind a channel is ``gone`` (unplugged) or ``open`` again; the channel stays."""
+
+    TYPE: ClassVar[FrameType] = FrameType.CHANNEL_STATE
+    channel: int
+    state: str
+    message: str
+
+
 def encode_body(frame: Frame) -> bytes:
     """Serialize a frame body (without the length prefix)."""
     body: bytes = msgpack.packb(_fields(frame), use_bin_type=True)
@@ -219,6 +259,14 @@ def _fields(frame: Frame) -> list[Any]:
             return [t, int(code), message]
         case Ports(ports):
             return [t, ports]
+        case Resume(token, channels):
+            return [t, token, [list(c) for c in channels]]
+        case Resumed(channels):
+            return [t, [list(c) for c in channels]]
+        case ResumeFail(code, message):
+            return [t, int(code), message]
+        case ChannelState(channel, state, message):
+            return [t, channel, state, message]
     raise TypeError(f"cannot encode {frame!r}")
 
 
@@ -319,6 +367,34 @@ def _ports(f: _Fields) -> Frame:
     return _done(f, Ports(value))
 
 
+def _offsets(f: _Fields) -> list[tuple[int, int, int]]:
+    value = f._next()
+    if type(value) is not list or len(value) > MAX_RESUME_CHANNELS:
+        raise RemoteProtocolError(f"{f.ftype.name}: bad channel list")
+    out = []
+    for item in value:
+        if (
+            type(item) is not list
+            or len(item) != 3
+            or not all(type(v) is int and 0 <= v < 1 << 64 for v in item)
+            or item[2] > item[1]
+        ):
+            raise RemoteProtocolError(f"{f.ftype.name}: bad channel entry {item!r:.60}")
+        out.append((item[0], item[1], item[2]))
+    return out
+
+
+def _channel_state(f: _Fields) -> Frame:
+    channel, state, message = f.uint(), f.text(16), f.text()
+    if state not in CHANNEL_STATES:
+        raise RemoteProtocolError(f"CHANNEL_STATE: unknown state {state!r}")
+    return _done(f, ChannelState(channel, state, message))
+
+
+CHANNEL_STATES = ("gone", "open")
+MAX_RESUME_CHANNELS = 4096
+MAX_TOKEN = 64
+
 _DECODERS: dict[FrameType, Any] = {
     FrameType.HELLO: lambda f: _done(f, Hello(f.uint(), f.mapping())),
     FrameType.OPEN: lambda f: _done(
@@ -340,6 +416,10 @@ _DECODERS: dict[FrameType, Any] = {
     FrameType.PONG: lambda f: _done(f, Pong(f.uint((1 << 64) - 1))),
     FrameType.GOAWAY: lambda f: _done(f, GoAway(f.code(), f.text())),
     FrameType.PORTS: _ports,
+    FrameType.RESUME: lambda f: _done(f, Resume(f.text(MAX_TOKEN), _offsets(f))),
+    FrameType.RESUMED: lambda f: _done(f, Resumed(_offsets(f))),
+    FrameType.RESUME_FAIL: lambda f: _done(f, ResumeFail(f.code(), f.text())),
+    FrameType.CHANNEL_STATE: _channel_state,
 }
 
 

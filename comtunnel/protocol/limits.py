@@ -1,6 +1,6 @@
 """Default sizes and bounds of the tunnel protocol: knobs of a connection, not constants of the wire."""
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: Largest frame body we accept. The 4-byte length prefix is checked against it before buffering.
 DEFAULT_MAX_FRAME = 1 << 20
 #: Largest DATA payload we put in one frame; larger writes are split.
@@ -12,3 +12,10 @@ MAX_WINDOW = 1 << 30
 DEFAULT_MAX_CHANNELS = 256
 MAX_PORT_NAME = 256
 MAX_MESSAGE = 1024
+#: Bytes per channel and direction kept for a resumed session: unacknowledged plus buffered while away.
+DEFAULT_REPLAY_BOUND = 1 << 20
+#: How long the hub keeps a disconnected session's devices open for it to resume.
+DEFAULT_GRACE = 60.0
+#: Send a PING after this long without hearing from the peer; declare it dead after DEAD_TIMEOUT.
+DEFAULT_PING_INTERVAL = 5.0
+DEFAULT_DEAD_TIMEOUT = 15.0

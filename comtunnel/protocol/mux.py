@@ -10,6 +10,11 @@ Theory of operation (docs/wire-format.md has the full picture):
   are closing are dropped, since the peer could not know.
 * DATA is bounded by the receiver's window (see :mod:`flow`); the driver calls :meth:`consume`
   when bytes have reached their port, and WINDOW frames flow back.
+* Sessions outlive connections (docs/wire-format.md, "Resumption"): a client whose connection died
+  builds its next Connection with ``resume_from=old``; that sends RESUME with each open channel's
+  received/consumed offsets, and the hub answers RESUMED with its own (after its driver found the
+  old session and called :meth:`accept_resume`) or RESUME_FAIL. Each side then resends from the
+  peer's received offset what it holds in the channel's replay buffer, so nothing is lost or doubled.
 * A protocol violation queues a GOAWAY with the reason and raises RemoteProtocolError: the driver
   sends what :meth:`data_to_send` returns and closes the transport.
 
@@ -26,7 +31,7 @@ from . import events as ev
 from . import frames as fr
 from .codec import FrameDecoder, encode_frame
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from .flow import ReceiveWindow, SendWindow
+from .flow import ReceiveWindow, ReplayBuffer, SendWindow
 from .limits import (
     DEFAULT_MAX_CHANNELS,
     DEFAULT_MAX_FRAME,
@@ -49,10 +54,11 @@ class ChannelState(enum.Enum):
     PENDING = "pending"  # hub: OPEN received, not answered yet
     OPEN = "open"
     CLOSING = "closing"  # we sent CLOSE, waiting for the peer's
+    RESUMING = "resuming"  # client: carried over from a dead connection, RESUMED not yet received
 
 
 class _Channel:
-    __slots__ = ("close_code", "close_message", "id", "port", "recv", "send", "state")
+    __slots__ = ("close_code", "close_message", "held_credit", "id", "port", "recv", "replay", "send", "state")
 
     def __init__(self, channel_id: int, port: str, state: ChannelState, recv_window: int) -> None:
         self.id = channel_id
@@ -60,13 +66,25 @@ class _Channel:
         self.state = state
         self.recv = ReceiveWindow(recv_window)
         self.send = SendWindow(0)
+        self.replay = ReplayBuffer()
+        self.held_credit = 0  # credit returned while resuming: sent once RESUMED arrives
         self.close_code: ErrorCode | int = ErrorCode.NORMAL
         self.close_message = ""
 
 
 # Frames each role may receive; anything else from the peer is a protocol error.
-_CLIENT_ONLY = {fr.Open, fr.SetSettings, fr.SetControl, fr.PurgeRequest}
-_HUB_ONLY = {fr.OpenOk, fr.OpenFail, fr.Settings, fr.Control, fr.Modem, fr.Ports}
+_CLIENT_ONLY = {fr.Open, fr.SetSettings, fr.SetControl, fr.PurgeRequest, fr.Resume}
+_HUB_ONLY = {
+    fr.OpenOk,
+    fr.OpenFail,
+    fr.Settings,
+    fr.Control,
+    fr.Modem,
+    fr.Ports,
+    fr.Resumed,
+    fr.ResumeFail,
+    fr.ChannelState,
+}
 
 
 class Connection:
@@ -78,7 +96,11 @@ class Connection:
         max_frame: int = DEFAULT_MAX_FRAME,
         window: int = DEFAULT_WINDOW,
         max_channels: int = DEFAULT_MAX_CHANNELS,
+        session_token: str | None = None,
+        resume_from: Connection | None = None,
     ) -> None:
+        """``session_token`` (hub): names this session for a later RESUME; ``resume_from`` (client): the
+        Connection that died, whose channels this one continues."""
         self.role = role
         self.window = window
         self.max_channels = max_channels
@@ -89,8 +111,32 @@ class Connection:
         self._channels: dict[int, _Channel] = {}
         self._last_channel_id = 0
         self._unexpected = _HUB_ONLY if role is Role.HUB else _CLIENT_ONLY
+        self.session_token = session_token
+        self.resuming = False  # client: RESUME sent, no answer yet
+        self._resume_allowed = role is Role.HUB  # hub: only right after HELLO
         hello_info = {"role": role.value, "max_frame": max_frame, **(info or {})}
+        if role is Role.HUB and session_token is not None:
+            hello_info["session"] = session_token
         self._send(fr.Hello(PROTOCOL_VERSION, hello_info))
+        if resume_from is not None:
+            self._start_resume(resume_from)
+
+    def _start_resume(self, old: Connection) -> None:
+        self._require(Role.CLIENT, "resume a session")
+        if old.session_token is None:
+            raise LocalProtocolError("the old connection never learned a session token")
+        self.session_token = old.session_token
+        self._last_channel_id = old._last_channel_id
+        offsets = []
+        for ch in old._channels.values():
+            if ch.state in (ChannelState.OPEN, ChannelState.RESUMING):  # RESUMING: that attempt died too
+                ch.state = ChannelState.RESUMING
+                ch.held_credit = 0  # the RESUME tells the hub exactly what we consumed
+                self._channels[ch.id] = ch
+                received, consumed = ch.recv.resync()
+                offsets.append((ch.id, received, consumed))
+        self.resuming = True
+        self._send(fr.Resume(old.session_token, offsets))
 
     # --- output ---------------------------------------------------------------------------
 
@@ -129,8 +175,12 @@ class Connection:
     def send_data(self, channel: int, data: bytes | memoryview) -> None:
         """Queue DATA frames; the caller must stay within :meth:`send_window`."""
         ch = self._open_channel(channel)
+        ch.send.consume(len(data))
+        ch.replay.append(data)
+        self._queue_data(channel, data)
+
+    def _queue_data(self, channel: int, data: bytes | memoryview) -> None:
         size = len(data)
-        ch.send.consume(size)
         out = self._out
         if size <= MAX_DATA_CHUNK:
             out.append(fr.data_frame_header(channel, size))
@@ -142,13 +192,22 @@ class Connection:
             out.append(fr.data_frame_header(channel, len(chunk)))
             out.append(bytes(chunk))
 
+    def unacknowledged(self, channel: int) -> int:
+        """Bytes we sent on ``channel`` that the peer has not confirmed (what a lost session loses)."""
+        ch = self._channels.get(channel)
+        return len(ch.replay) if ch else 0
+
     def consume(self, channel: int, size: int) -> None:
         """Return credit for ``size`` received bytes that have been delivered."""
         ch = self._channels.get(channel)
-        if ch is None or ch.state is not ChannelState.OPEN:
+        if ch is None or ch.state not in (ChannelState.OPEN, ChannelState.RESUMING):
             return  # credit for a closed channel is meaningless
         increment = ch.recv.consumed(size)
-        if increment:
+        if not increment:
+            return
+        if ch.state is ChannelState.RESUMING:  # the hub may not know the channel yet
+            ch.held_credit += increment
+        else:
             self._send(fr.WindowUpdate(channel, increment))
 
     def close_channel(self, channel: int, code: ErrorCode | int = ErrorCode.NORMAL, message: str = "") -> None:
@@ -236,6 +295,59 @@ class Connection:
         if self.channel_state(channel) is ChannelState.OPEN:
             self._send(fr.Modem(channel, lines))
 
+    def report_channel_state(self, channel: int, state: str, message: str = "") -> None:
+        """The device behind ``channel`` went away ("gone") or is back ("open")."""
+        self._require(Role.HUB, "report a channel's state")
+        if state not in fr.CHANNEL_STATES:
+            raise LocalProtocolError(f"unknown channel state {state!r}")
+        if self.channel_state(channel) is ChannelState.OPEN:
+            self._send(fr.ChannelState(channel, state, message[:MAX_MESSAGE]))
+
+    def accept_resume(self, old: Connection, peer: list[tuple[int, int, int]]) -> list[int]:
+        """Hub: continue ``old``'s session on this connection. ``peer`` is the RESUME's channel list.
+
+        Returns the ids of old channels the client no longer has: the driver closes their ports.
+        """
+        self._require(Role.HUB, "accept a resumption")
+        offsets = {cid: (received, consumed) for cid, received, consumed in peer}
+        self.session_token = old.session_token
+        self._last_channel_id = max(old._last_channel_id, max(offsets, default=0))
+        kept: list[tuple[int, int, int]] = []
+        dropped: list[int] = []
+        resend: list[_Channel] = []
+        for ch in old._channels.values():
+            if ch.state is not ChannelState.OPEN or ch.id not in offsets:
+                dropped.append(ch.id)
+                continue
+            received, consumed = offsets[ch.id]
+            self._resync(ch, received, consumed)
+            self._channels[ch.id] = ch
+            kept.append((ch.id, *ch.recv.resync()))
+            resend.append(ch)
+        old._channels.clear()
+        old.closed = True
+        self._send(fr.Resumed(kept))
+        for ch in resend:
+            self._resend(ch)
+        return dropped
+
+    def refuse_resume(self, code: ErrorCode | int, message: str) -> None:
+        self._require(Role.HUB, "refuse a resumption")
+        self._send(fr.ResumeFail(code, message[:MAX_MESSAGE]))
+
+    def _resend(self, ch: _Channel) -> None:
+        if len(ch.replay):
+            self._queue_data(ch.id, ch.replay.unacknowledged(ch.replay.start))
+
+    def _resync(self, ch: _Channel, received: int, consumed: int) -> None:
+        """The peer holds our bytes up to ``received`` and consumed up to ``consumed``."""
+        if received > ch.send.sent:
+            raise RemoteProtocolError(f"channel {ch.id}: peer claims {received} bytes, we sent {ch.send.sent}")
+        ch.send.resync(consumed)
+        ch.replay.trim(received)
+        if ch.replay.start != received:
+            raise RemoteProtocolError(f"channel {ch.id}: cannot resume from {received}, we hold {ch.replay.start}")
+
     def announce_ports(self, ports: list[dict[str, Any]]) -> None:
         self._require(Role.HUB, "announce ports")
         self._send(fr.Ports(ports))
@@ -275,7 +387,12 @@ class Connection:
                     ErrorCode.VERSION_MISMATCH,
                 )
             self.peer_info = frame.info
+            token = frame.info.get("session")
+            if self.role is Role.CLIENT and not self.resuming and isinstance(token, str):
+                self.session_token = token
             return ev.HandshakeComplete(frame.info)
+        if self._resume_allowed and not isinstance(frame, fr.Resume | fr.Ping | fr.Pong):
+            self._resume_allowed = False  # RESUME comes first, or never
         handler = _HANDLERS.get(type(frame))
         if handler is None:  # a second HELLO
             raise RemoteProtocolError(f"unexpected {frame.TYPE.name}")
@@ -297,6 +414,7 @@ class Connection:
         if ch is None:
             return None
         ch.send.grow(frame.increment)
+        ch.replay.trim(ch.send.acked)
         return ev.WindowOpened(frame.channel, ch.send.available)
 
     def _on_open(self, frame: fr.Open) -> ev.Event | None:
@@ -383,6 +501,52 @@ class Connection:
     def _on_ports(self, frame: fr.Ports) -> ev.Event | None:
         return ev.PortsUpdated(frame.ports)
 
+    def _on_resume(self, frame: fr.Resume) -> ev.Event | None:
+        if not self._resume_allowed:
+            raise RemoteProtocolError("RESUME must directly follow HELLO, once")
+        self._resume_allowed = False
+        ids = [cid for cid, _, _ in frame.channels]
+        if len(set(ids)) != len(ids):
+            raise RemoteProtocolError("RESUME names a channel twice")
+        return ev.ResumeRequested(frame.token, frame.channels)
+
+    def _on_resumed(self, frame: fr.Resumed) -> ev.Event | None:
+        if not self.resuming:
+            raise RemoteProtocolError("RESUMED without a RESUME")
+        self.resuming = False
+        kept = []
+        for cid, received, consumed in frame.channels:
+            ch = self._channels.get(cid)
+            if ch is None or ch.state is not ChannelState.RESUMING:
+                raise RemoteProtocolError(f"RESUMED names channel {cid}, which we did not resume")
+            self._resync(ch, received, consumed)
+            ch.state = ChannelState.OPEN
+            kept.append(cid)
+            self._resend(ch)
+            if ch.held_credit:
+                self._send(fr.WindowUpdate(cid, ch.held_credit))
+                ch.held_credit = 0
+        lost = self._drop_resuming()
+        return ev.SessionResumed(kept, lost)
+
+    def _on_resume_fail(self, frame: fr.ResumeFail) -> ev.Event | None:
+        if not self.resuming:
+            raise RemoteProtocolError("RESUME_FAIL without a RESUME")
+        self.resuming = False
+        self.session_token = self.peer_info.get("session") if self.peer_info else None
+        return ev.ResumeRefused(frame.code, frame.message, self._drop_resuming())
+
+    def _drop_resuming(self) -> dict[int, int]:
+        lost = {cid: len(ch.replay) for cid, ch in self._channels.items() if ch.state is ChannelState.RESUMING}
+        for cid in lost:
+            del self._channels[cid]
+        return lost
+
+    def _on_channel_state(self, frame: fr.ChannelState) -> ev.Event | None:
+        if self._live(frame) is None:
+            return None
+        return ev.ChannelStateChanged(frame.channel, frame.state, frame.message)
+
     # --- helpers ------------------------------------------------------------------------------
 
     def _require(self, role: Role, what: str) -> None:
@@ -438,4 +602,8 @@ _HANDLERS: dict[type[fr.Frame], Any] = {
     fr.Pong: Connection._on_pong,
     fr.GoAway: Connection._on_goaway,
     fr.Ports: Connection._on_ports,
+    fr.Resume: Connection._on_resume,
+    fr.Resumed: Connection._on_resumed,
+    fr.ResumeFail: Connection._on_resume_fail,
+    fr.ChannelState: Connection._on_channel_state,
 }

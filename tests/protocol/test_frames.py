@@ -53,6 +53,10 @@ wire_value_st = st.recursive(
 info_st = st.dictionaries(st.text(max_size=12), wire_value_st, max_size=4)
 port_entry_st = st.builds(lambda name, extra: {**extra, "name": name}, st.text(max_size=MAX_PORT_NAME), info_st)
 
+offsets_st = st.tuples(channel_st, st.integers(0, U64 - 1), st.integers(0, U64 - 1)).map(
+    lambda t: (t[0], max(t[1], t[2]), min(t[1], t[2]))
+)
+
 STRATEGIES: dict[fr.FrameType, st.SearchStrategy[Any]] = {
     fr.FrameType.HELLO: st.builds(fr.Hello, st.integers(0, U32), info_st),
     fr.FrameType.OPEN: st.builds(
@@ -74,6 +78,10 @@ STRATEGIES: dict[fr.FrameType, st.SearchStrategy[Any]] = {
     fr.FrameType.PONG: st.builds(fr.Pong, st.integers(0, U64)),
     fr.FrameType.GOAWAY: st.builds(fr.GoAway, code_st, message_st),
     fr.FrameType.PORTS: st.builds(fr.Ports, st.lists(port_entry_st, max_size=3)),
+    fr.FrameType.RESUME: st.builds(fr.Resume, st.text(max_size=fr.MAX_TOKEN), st.lists(offsets_st, max_size=4)),
+    fr.FrameType.RESUMED: st.builds(fr.Resumed, st.lists(offsets_st, max_size=4)),
+    fr.FrameType.RESUME_FAIL: st.builds(fr.ResumeFail, code_st, message_st),
+    fr.FrameType.CHANNEL_STATE: st.builds(fr.ChannelState, channel_st, st.sampled_from(fr.CHANNEL_STATES), message_st),
 }
 frame_st = st.one_of(*STRATEGIES.values())
 
@@ -97,6 +105,10 @@ SAMPLES: list[fr.Frame] = [
     fr.Pong(7),
     fr.GoAway(ErrorCode.NORMAL, "bye"),
     fr.Ports([{"name": "gps"}]),
+    fr.Resume("abc", [(1, 10, 5)]),
+    fr.Resumed([(1, 10, 5)]),
+    fr.ResumeFail(ErrorCode.NORMAL, "no such session"),
+    fr.ChannelState(1, "gone", "unplugged"),
 ]
 
 
