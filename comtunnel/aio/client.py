@@ -25,6 +25,7 @@ from comtunnel.ports.base import SerialPort
 from comtunnel.ports.network import make_server_port
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.errors import ErrorCode
+from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings, Purge
 from comtunnel.tls import describe_tls_error
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 15.0
 RETRY_OPEN_AFTER = 3.0
 MAX_BACKOFF = 30.0
+#: First retry after a working connection dropped: soon, so a resumed session barely pauses.
+FIRST_BACKOFF = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +68,17 @@ class AttachSpec:
 
 
 class ClientChannel(ChannelBridge):
-    """A local port plus what we know of its remote twin; rebound to a new channel on reconnect."""
+    """A local port plus what we know of its remote twin.
+
+    Across a dropped connection the channel is suspended and resumed with the session (same id,
+    nothing lost); if the hub cannot resume it, it is reopened as a new channel and the loss counted.
+    """
 
     def __init__(self, client: Client, name: str, port: SerialPort, settings: PortSettings, virtual: bool):
         # Unbound until the hub opens the channel; ``closed`` keeps every path off the tunnel till then.
-        super().__init__(cast(Tunnel, None), 0, name, port)
+        super().__init__(cast(Tunnel, None), 0, name, port, replay_bound=client.replay_bound)
+        # An application's PTY can be held back while we are away; a real attached port cannot.
+        self.reads_while_suspended = not virtual
         self.client = client
         self.settings = settings
         self.virtual = virtual
@@ -78,6 +87,11 @@ class ClientChannel(ChannelBridge):
         self.modem = ModemLines.NONE
         self.state = "connecting"
         self.closed = True  # until a channel is bound
+        self.unconfirmed_lost = 0  # bytes the app wrote that a lost session never confirmed
+
+    @property
+    def live(self) -> bool:
+        return not self.closed and not self.suspended
 
     def bind(self, tunnel: Tunnel, channel: int, settings: PortSettings) -> None:
         self.tunnel, self.channel, self.closed = tunnel, channel, False
@@ -92,6 +106,20 @@ class ClientChannel(ChannelBridge):
         self.state = state
         self.port.pause_reading()  # the app's writes wait in the PTY until a channel is back
 
+    def lose(self, unconfirmed: int, why: str) -> None:
+        """The session is gone for this channel: count what may not have arrived, reopen afresh."""
+        lost = unconfirmed + len(self._pending)
+        self.unconfirmed_lost += lost
+        if lost:
+            log.warning("%s: %s: %d bytes the application wrote may not have reached the device", self.name, why, lost)
+        self.unbind("reopening")
+
+    def resend_state(self) -> None:
+        """After a resumption: what the application did to its port while we were away."""
+        conn = self.tunnel.conn
+        conn.request_settings(self.channel, self.settings)
+        conn.request_control(self.channel, self.open_request())
+
     def open_request(self) -> ControlRequest:
         return ControlRequest(dtr=self.app_is_open, rts=self.app_is_open)
 
@@ -99,7 +127,7 @@ class ClientChannel(ChannelBridge):
 
     def app_settings(self, settings: PortSettings) -> None:
         self.settings = settings
-        if not self.closed:
+        if self.live:
             log.info("%s: application set %s", self.name, settings.short())
             self.tunnel.conn.request_settings(self.channel, settings)
             self.tunnel.flush_soon()
@@ -108,17 +136,17 @@ class ClientChannel(ChannelBridge):
         """HUPCL semantics: the app's open raises DTR/RTS, its last close drops them (Arduino reset)."""
         self.app_is_open = is_open
         log.info("%s: application %s the port", self.name, "opened" if is_open else "closed")
-        if not self.closed:
+        if self.live:
             self.tunnel.conn.request_control(self.channel, self.open_request())
             self.tunnel.flush_soon()
 
     def app_control(self, request: ControlRequest) -> None:
-        if not self.closed:
+        if self.live:
             self.tunnel.conn.request_control(self.channel, request)
             self.tunnel.flush_soon()
 
     def app_purge(self, which: Purge) -> None:
-        if not self.closed:
+        if self.live:
             self.tunnel.conn.request_purge(self.channel, which)
             self.tunnel.flush_soon()
 
@@ -151,8 +179,14 @@ class Client:
         listen: tuple[str, int] | None = None,
         label: str | None = None,
         taken_links: set[str] | None = None,
+        replay_bound: int = DEFAULT_REPLAY_BOUND,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        dead_timeout: float = DEFAULT_DEAD_TIMEOUT,
     ) -> None:
         self.host, self.port = host, port
+        self.replay_bound = replay_bound
+        self.ping_interval = ping_interval
+        self.dead_timeout = dead_timeout
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname or host
         self.listen = listen
@@ -169,6 +203,8 @@ class Client:
         self.connected = asyncio.Event()
         self.ready = asyncio.Event()  # every channel answered at least once
         self._ports_known = asyncio.Event()
+        self._resumed = asyncio.Event()  # the hub answered our RESUME (either way)
+        self._session_conn: Connection | None = None  # the connection whose channels a new one resumes
         self._by_id: dict[int, ClientChannel] = {}
         self._fatal: BaseException | None = None
         self._stop = asyncio.Event()
@@ -185,11 +221,11 @@ class Client:
             if self.listen is not None:
                 await self._listen_for_hub(*self.listen)
                 return
-            backoff = 0.5
+            backoff = FIRST_BACKOFF
             while not self._stop.is_set():
                 try:
                     await self._session()
-                    backoff = 0.5
+                    backoff = FIRST_BACKOFF
                 except (TimeoutError, OSError, PeerError) as exc:
                     if self._fatal is not None:
                         raise self._fatal from None
@@ -226,7 +262,15 @@ class Client:
 
     def _new_tunnel(self) -> tuple[Tunnel, TlsLayer]:
         self._ports_known.clear()  # before any byte can arrive: the hub sends PORTS right away
-        tunnel = Tunnel(Connection(Role.CLIENT, {"software": "comtunnel"}), "hub")
+        self._resumed.clear()
+        previous = self._session_conn
+        resumable = previous is not None and previous.session_token is not None
+        conn = Connection(Role.CLIENT, {"software": "comtunnel"}, resume_from=previous if resumable else None)
+        if resumable:
+            self._session_conn = conn  # it holds the channels now, for the next attempt if this one dies
+        else:
+            self._resumed.set()
+        tunnel = Tunnel(conn, "hub", ping_interval=self.ping_interval, dead_timeout=self.dead_timeout)
         tunnel.handler = self
         layer = TlsLayer(
             self.ssl_context,
@@ -242,6 +286,7 @@ class Client:
         try:
             await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
             await asyncio.wait_for(self._ports_known.wait(), HANDSHAKE_TIMEOUT)
+            await asyncio.wait_for(self._resumed.wait(), HANDSHAKE_TIMEOUT)
         except (ssl.SSLError, ssl.CertificateError) as exc:
             failure = _tls_failure(exc)
             raise self._fail_now(failure) if tls_failure_is_fatal else failure from None
@@ -251,9 +296,12 @@ class Client:
         tunnel.peer = f"hub {where}"
         log.info("connected to hub %s; ports: %s", where, _names(self.hub_ports))
         await self._prepare_channels()
+        self._session_conn = tunnel.conn
         self.connected.set()
         for channel in self.channels.values():
-            self._open(channel)
+            if channel.closed:  # not carried over by a resumption
+                self._open(channel)
+        self._check_ready()
         tunnel.flush()
         lost = await tunnel.closed
         self.connected.clear()
@@ -420,6 +468,37 @@ class Client:
             case ev.ConnectionTerminated(code, message):
                 if code not in (ErrorCode.NORMAL,):
                     log.error("the hub ended the connection: %s", message)
+            case ev.ChannelStateChanged(cid, state, message):
+                channel = self._by_id[cid]
+                if state == "gone":
+                    channel.state = "device gone"
+                    log.warning(
+                        "%s: the device is gone on the hub: %s; waiting for it to come back", channel.name, message
+                    )
+                    channel.modem_changed(ModemLines.NONE)
+                else:
+                    channel.state = "open"
+                    log.info("%s: %s", channel.name, message or "the device is back")
+            case ev.SessionResumed(kept, lost):
+                assert self.tunnel is not None
+                for cid in kept:
+                    channel = self._by_id[cid]
+                    channel.resume(self.tunnel)
+                    channel.state = "open"
+                    channel.resend_state()
+                for cid, unconfirmed in lost.items():
+                    self._by_id.pop(cid).lose(unconfirmed, "the hub did not keep the channel")
+                log.info("session resumed: %s", ", ".join(self._by_id[c].name for c in kept) or "no channels")
+                self._resumed.set()
+            case ev.ResumeRefused(_, message, lost):
+                log.warning("the hub could not resume the session (%s): reopening the ports", message)
+                for cid, unconfirmed in lost.items():
+                    self._by_id.pop(cid).lose(unconfirmed, "session lost")
+                for channel in self.channels.values():  # suspended but not listed (opening at the cut)
+                    if channel.suspended:
+                        channel.lose(0, "session lost")
+                self._by_id.clear()
+                self._resumed.set()
 
     def _open_failed(self, channel: ClientChannel, code: ErrorCode | int, message: str) -> None:
         channel.state = f"failed: {message}"
@@ -436,12 +515,16 @@ class Client:
             self.ready.set()
 
     def tunnel_lost(self, exc: BaseException | None) -> None:
-        for channel in self.channels.values():
-            if not channel.closed:
-                channel.unbind("disconnected")
+        """Keep open channels suspended for a resumption; forget channels that were still opening."""
+        for cid, channel in list(self._by_id.items()):
+            if channel.closed:
+                del self._by_id[cid]  # its OPEN was unanswered: it is opened afresh
             else:
+                channel.suspend()
                 channel.state = "disconnected"
-        self._by_id.clear()
+        for channel in self.channels.values():
+            if channel.closed:
+                channel.state = "disconnected"
         self.ready.clear()
 
 

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import random
+import secrets
 import ssl
 import time
 from collections.abc import Callable, Coroutine
@@ -27,6 +29,7 @@ from comtunnel.ports.base import SerialPort
 from comtunnel.ports.network import make_server_port
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.errors import ErrorCode
+from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings, Purge
 from comtunnel.tls import describe_tls_error, peer_name
@@ -34,6 +37,10 @@ from comtunnel.tls import describe_tls_error, peer_name
 log = logging.getLogger(__name__)
 
 TLS_HANDSHAKE_TIMEOUT = 10.0
+#: A client must say HELLO this long after the TLS handshake, or it is dropped.
+HELLO_TIMEOUT = 10.0
+#: How often a gone device's path is checked for its return.
+REOPEN_INTERVAL = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +68,13 @@ class Holder:
 
     client: str
     since: float
+    session: HubSession | None = None
     closing: bool = False
     released: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 RELEASE_WAIT = 3.0
+FIRST_BACKOFF = 0.1
 
 
 class Hub:
@@ -78,11 +87,21 @@ class Hub:
         serve: list[tuple[str, str, str, int]] | None = None,
         access: Any = None,
         revocations: Any = None,
+        grace: float = DEFAULT_GRACE,
+        replay_bound: int = DEFAULT_REPLAY_BOUND,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        dead_timeout: float = DEFAULT_DEAD_TIMEOUT,
     ) -> None:
         self.ports = {p.name: p for p in ports}
         self.access = access  # comtunnel.access.AccessPolicy | None: None lets every client open every port
         self.revocations = revocations  # comtunnel.access.RevocationList | None
         self.started = time.time()
+        self.grace = grace  # how long a disconnected session's devices stay open for it to resume
+        self.replay_bound = replay_bound
+        self.ping_interval = ping_interval
+        self.dead_timeout = dead_timeout
+        self.by_token: dict[str, HubSession] = {}  # sessions a client may resume, connected or not
+        self.closing = False
         self.ssl_context = ssl_context
         self.port_factory = port_factory
         self.holders: dict[str, Holder] = {}
@@ -134,7 +153,7 @@ class Hub:
         certificate. Reconnects with capped, jittered backoff until cancelled.
         """
         loop = asyncio.get_running_loop()
-        backoff = 0.5
+        backoff = FIRST_BACKOFF
         while True:
             session = HubSession(self)
             layer = self._tls_layer(session)
@@ -146,7 +165,7 @@ class Hub:
             else:
                 await session.tunnel.closed
                 if session.identified:
-                    backoff = 0.5
+                    backoff = FIRST_BACKOFF
             delay = backoff * (0.5 + random.random())
             log.info("dialling %s:%s again in %.1f s", host, port, delay)
             await asyncio.sleep(delay)
@@ -158,8 +177,8 @@ class Hub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def claim(self, name: str, client: str) -> Holder:
-        holder = self.holders[name] = Holder(client, time.time())
+    def claim(self, name: str, client: str, session: HubSession | None = None) -> Holder:
+        holder = self.holders[name] = Holder(client, time.time(), session)
         return holder
 
     def release(self, name: str, holder: Holder | None) -> None:
@@ -178,12 +197,20 @@ class Hub:
             {
                 "name": spec.name,
                 "device": spec.device,
-                "state": "in use" if spec.name in self.holders else "free",
+                "state": self._port_state(spec.name),
                 "holder": self.holders[spec.name].client if spec.name in self.holders else None,
                 "settings": settings.get(spec.name),
             }
             for spec in self.ports.values()
         ]
+
+    def _port_state(self, name: str) -> str:
+        holder = self.holders.get(name)
+        if holder is None:
+            return "free"
+        if holder.session is not None and holder.session.detached_at is not None:
+            return "held for a disconnected client"
+        return "in use"
 
     def status_snapshot(self) -> dict[str, Any]:
         """What `comtunnel status` and the metrics endpoint show: plain counters, JSON-ready."""
@@ -196,6 +223,7 @@ class Hub:
                     "client": session.client,
                     "address": session.address,
                     "since": session.since,
+                    "connected": session.detached_at is None,
                     "bytes_in": session.tunnel.bytes_in,
                     "bytes_out": session.tunnel.bytes_out,
                     "channels": [
@@ -206,6 +234,8 @@ class Hub:
                             "bytes_to_device": bridge.bytes_to_port,
                             "bytes_from_device": bridge.bytes_from_port,
                             "settings": bridge.settings.short(),
+                            "device_gone": bridge.gone,
+                            "lost": bridge.lost,
                         }
                         for bridge in session.channels.values()
                     ],
@@ -215,13 +245,16 @@ class Hub:
         }
 
     async def close(self) -> None:
+        self.closing = True
         if self.server is not None:
             self.server.close()
         for gateway in self.gateways:
             await gateway.close()
-        for session in list(self.sessions):
+        sessions = set(self.sessions) | set(self.by_token.values())
+        for session in sessions:
             session.tunnel.close(ErrorCode.NORMAL, "hub shutting down")
-        for session in list(self.sessions):
+        for session in sessions:
+            session.cancel_grace()
             await session.close_channels()
         while self._background:  # devices being closed by sessions that ended meanwhile
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -230,17 +263,25 @@ class Hub:
 
 
 class HubSession:
+    """One client's session: its channels and devices. Usually one connection long; with resumption it
+    outlives a dropped connection by the hub's grace period, and a new connection takes it over."""
+
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.client = "?"
         self.address = "?"
         self.identified = False
         self.since = time.time()
-        self.conn = Connection(Role.HUB, {"software": "comtunnel"})
-        self.tunnel = Tunnel(self.conn, "client")
+        self.token = secrets.token_urlsafe(18)
+        self.conn = Connection(Role.HUB, {"software": "comtunnel"}, session_token=self.token)
+        self.tunnel = Tunnel(self.conn, "client", ping_interval=hub.ping_interval, dead_timeout=hub.dead_timeout)
         self.tunnel.handler = self
         self.tunnel.on_connected = self.identify
         self.channels: dict[int, HubChannel] = {}
+        self.detached_at: float | None = None  # when the connection dropped, while we wait for a resume
+        self.client_leaving = False  # the client said GOAWAY: nothing to keep
+        self._grace: asyncio.TimerHandle | None = None
+        self._hello_timer: asyncio.TimerHandle | None = None
         self._opening: dict[int, asyncio.Task[None]] = {}
 
     def identify(self) -> None:
@@ -249,6 +290,7 @@ class HubSession:
             return
         self.identified = True
         self.hub.sessions.add(self)
+        self.hub.by_token[self.token] = self
         peer = transport.get_extra_info("peername")
         self.address = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.client = peer_name(transport.get_extra_info("ssl_object")) or "?"
@@ -256,6 +298,13 @@ class HubSession:
         log.info("client %s connected from %s", self.client, self.address)
         self.conn.announce_ports(self.hub.port_list())
         self.tunnel.flush_soon()
+        loop = asyncio.get_running_loop()
+        self._hello_timer = loop.call_later(HELLO_TIMEOUT, self._hello_timed_out)
+
+    def _hello_timed_out(self) -> None:
+        if not self.conn.handshake_complete and self.tunnel.transport is not None:
+            log.warning("%s sent no HELLO within %g s; dropping it", self.tunnel.peer, HELLO_TIMEOUT)
+            self.tunnel.close(ErrorCode.PROTOCOL_ERROR, "no HELLO in time")
 
     # --- TunnelHandler -------------------------------------------------------------------------
 
@@ -277,10 +326,18 @@ class HubSession:
                 self._forget(channel, f"closed by the client: {message}" if by_peer else message)
             case ev.ChannelProblem(channel, _, message):
                 log.warning("%s reports on channel %d: %s", self.tunnel.peer, channel, message)
+            case ev.ResumeRequested(token, channels):
+                self._resume(token, channels)
+            case ev.ConnectionTerminated():
+                self.client_leaving = True
             case ev.HandshakeComplete(info):
+                if self._hello_timer is not None:
+                    self._hello_timer.cancel()
                 log.debug("%s: handshake %s", self.tunnel.peer, info)
 
     def tunnel_lost(self, exc: BaseException | None) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
         if not self.identified:
             return  # the TLS layer already said why
         if exc is not None and not isinstance(exc, ConnectionResetError | BrokenPipeError):
@@ -288,11 +345,105 @@ class HubSession:
         else:
             log.info("%s disconnected", self.tunnel.peer)
         self.hub.sessions.discard(self)
+        if (self.channels or self._opening) and not self.client_leaving and not self.hub.closing and self.hub.grace > 0:
+            self._suspend()
+        else:
+            self._end()
+
+    # --- resumption ----------------------------------------------------------------------------
+
+    def _suspend(self) -> None:
+        self.detached_at = time.time()
+        for bridge in self.channels.values():
+            bridge.suspend()
+        self._grace = asyncio.get_running_loop().call_later(self.hub.grace, self.expire, "did not come back")
+        log.info(
+            "client %s: keeping %s open for %g s for it to resume",
+            self.client,
+            ", ".join(b.name for b in self.channels.values()) or "its session",
+            self.hub.grace,
+        )
+
+    def cancel_grace(self) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+
+    def expire(self, why: str) -> None:
+        """Give up on a disconnected session: close its devices, free its ports."""
+        if self.detached_at is None:
+            return
+        lost = sum(b.lost + b.pending_bytes for b in self.channels.values())
+        log.warning(
+            "client %s %s after %.0f s: closing %s (%d bytes of device output dropped)",
+            self.client,
+            why,
+            time.time() - self.detached_at,
+            ", ".join(b.name for b in self.channels.values()) or "nothing",
+            lost,
+        )
+        self.detached_at = None
+        self._end()
+
+    def _end(self) -> None:
+        self.cancel_grace()
+        self.hub.sessions.discard(self)
+        if self.hub.by_token.get(self.token) is self:
+            del self.hub.by_token[self.token]
         for bridge in self.channels.values():
             holder = self.hub.holders.get(bridge.name)
             if holder is not None:
                 holder.closing = True
         self.hub.spawn(self.close_channels())
+
+    def _resume(self, token: str, channels: list[tuple[int, int, int]]) -> None:
+        old = self.hub.by_token.get(token)
+        if old is None or old is self or old.client != self.client:
+            why = "no such session on this hub (it restarted, or the session expired)"
+            if old is not None and old is not self:
+                why = "that session belongs to another client"
+                log.warning("%s asked to resume a session of client %s: refused", self.tunnel.peer, old.client)
+            else:
+                log.info("%s: cannot resume its session: %s", self.tunnel.peer, why)
+            self.conn.refuse_resume(ErrorCode.NORMAL, why)
+            self.tunnel.flush_soon()
+            return
+        old.take_over(self, channels)
+
+    def take_over(self, new: HubSession, channels: list[tuple[int, int, int]]) -> None:
+        """Continue this session on ``new``'s connection (which then stops being a session of its own)."""
+        previous = self.tunnel
+        if not previous.closed.done():  # the client found a new path before we noticed the old one died
+            previous.handler = None
+            if previous.transport is not None:
+                previous.transport.abort()
+            self.hub.sessions.discard(self)
+        away = time.time() - self.detached_at if self.detached_at is not None else 0.0
+        self.cancel_grace()
+        dropped = new.conn.accept_resume(self.conn, channels)
+        self.conn, self.tunnel = new.conn, new.tunnel
+        self.tunnel.handler = self
+        self.address = new.address
+        self.detached_at = None
+        self.client_leaving = False
+        self.hub.sessions.discard(new)
+        self.hub.by_token.pop(new.token, None)
+        self.hub.sessions.add(self)
+        if new._hello_timer is not None:
+            new._hello_timer.cancel()
+        for cid in dropped:
+            self._forget(cid, "not resumed by the client")
+        for bridge in self.channels.values():
+            bridge.resume(self.tunnel)
+            bridge.report_state()
+        log.info(
+            "client %s resumed its session from %s after %.1f s (%s)",
+            self.client,
+            self.address,
+            away,
+            ", ".join(b.name for b in self.channels.values()) or "no channels",
+        )
+        self.tunnel.flush_soon()
 
     # --- channels ------------------------------------------------------------------------------
 
@@ -304,9 +455,19 @@ class HubSession:
             return
         holder = self.hub.holders.get(spec.name)
         if holder is not None and not holder.closing:
-            since = time.strftime("%H:%M:%S", time.localtime(holder.since))
-            self._reject(event, ErrorCode.PORT_BUSY, f"port {spec.name!r} is in use by {holder.client} since {since}")
-            return
+            kept = holder.session
+            if kept is not None and kept.detached_at is not None and kept.client == self.client:
+                kept.expire("started a new session")  # its own old session: the client restarted
+            else:
+                since = time.strftime("%H:%M:%S", time.localtime(holder.since))
+                note = ""
+                if kept is not None and kept.detached_at is not None:
+                    until = time.strftime("%H:%M:%S", time.localtime(kept.detached_at + self.hub.grace))
+                    note = f" (disconnected; kept for it until {until})"
+                self._reject(
+                    event, ErrorCode.PORT_BUSY, f"port {spec.name!r} is in use by {holder.client} since {since}{note}"
+                )
+                return
         task = asyncio.get_running_loop().create_task(self._open_device(event, spec, holder))
         self._opening[event.channel] = task
 
@@ -321,25 +482,36 @@ class HubSession:
                 await asyncio.wait_for(previous.released.wait(), RELEASE_WAIT)
             if spec.name in self.hub.holders:
                 holder = self.hub.holders[spec.name]
+                self._opening.pop(event.channel, None)
                 self._reject(event, ErrorCode.PORT_BUSY, f"port {spec.name!r} is in use by {holder.client}")
                 return
-        claim = self.hub.claim(spec.name, self.client)
+        claim = self.hub.claim(spec.name, self.client, self)
+        conn = self.conn
+        port: SerialPort | None = None
         try:
             port = self.hub.port_factory(spec, event.settings, event.control)
-            channel = HubChannel(self.tunnel, event.channel, spec.name, port)
+            channel = HubChannel(self, event.channel, spec, port, event.control)
             await port.open(channel)
+            opened = True
         except PortError as exc:
             self.hub.release(spec.name, claim)
             self._opening.pop(event.channel, None)
             self._reject(event, exc.code, str(exc))
             return
+        except asyncio.CancelledError:  # the connection went away while the device was opening
+            opened = False
         self._opening.pop(event.channel, None)
-        if self.conn.channel_state(event.channel) is None or self.conn.closed:  # client gave up
-            await port.close()
+        if not opened or conn is not self.conn or conn.channel_state(event.channel) is None or conn.closed:
+            if port is not None:
+                with contextlib.suppress(PortError):
+                    await port.close()
             self.hub.release(spec.name, claim)
             return
+        assert port is not None
         settings = channel.settings = await channel.read_back(event.settings)
         self.channels[event.channel] = channel
+        if self.detached_at is not None:  # the connection died while we were opening
+            channel.suspend()
         self.conn.accept_channel(event.channel, settings, {"device": spec.device})
         log.info("%s opened %s (%s, %s)", self.tunnel.peer, spec.name, spec.device, settings.short())
         channel.port_modem(port.modem_lines())
@@ -358,7 +530,7 @@ class HubSession:
         if holder is not None:
             holder.closing = True
         try:
-            await bridge.port.close()
+            await bridge.close()
         finally:
             self.hub.release(bridge.name, holder)
 
@@ -371,15 +543,31 @@ class HubSession:
 
 
 class HubChannel(ChannelBridge):
-    """A channel whose port is a device on this machine: apply what the client asks, report back."""
+    """A channel whose port is a device on this machine: apply what the client asks, report back.
 
-    def __init__(self, tunnel: Tunnel, channel: int, name: str, port: SerialPort) -> None:
-        super().__init__(tunnel, channel, name, port)
+    A device that disappears (unplugged: read error, EIO) leaves the channel up in a "gone" state:
+    the client is told, what it sends waits here unacknowledged (its window stops it), and the
+    device is reopened with the last line settings when its path is back.
+    """
+
+    def __init__(
+        self, session: HubSession, channel: int, spec: PortSpec, port: SerialPort, control: ControlRequest
+    ) -> None:
+        super().__init__(session.tunnel, channel, spec.name, port, replay_bound=session.hub.replay_bound)
+        self.session = session
+        self.spec = spec
         self.settings = PortSettings()
+        self.control = control  # the lines as last asked, for a reopen
+        self.gone = False
+        self._to_device = bytearray()  # arrived while the device was gone
         self._lock = asyncio.Lock()  # control requests apply in the order they came
         self._reported: set[str] = set()
         self._modem: ModemLines | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._pending)
 
     def run(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._serialized(coro))
@@ -414,17 +602,25 @@ class HubChannel(ChannelBridge):
             return requested
 
     async def apply_settings(self, settings: PortSettings) -> None:
-        self.settings = await self.port.apply_settings(settings)
+        self.settings = settings if self.gone else await self.port.apply_settings(settings)
         log.info("%s: line settings %s", self.name, self.settings.short())
         self.tunnel.conn.report_settings(self.channel, self.settings)
 
     async def set_control(self, request: ControlRequest) -> None:
+        self.control = ControlRequest(
+            dtr=self.control.dtr if request.dtr is None else request.dtr,
+            rts=self.control.rts if request.rts is None else request.rts,
+            break_=None,  # a BREAK is not restored on a reopen
+        )
+        if self.gone:
+            return
         state = await self.port.set_control(request)
         log.info("%s: DTR=%s RTS=%s BREAK=%s", self.name, *_onoff(state.dtr, state.rts, state.break_))
         self.tunnel.conn.report_control(self.channel, state)
 
     async def purge(self, which: Purge) -> None:
-        await self.port.purge(which)
+        if not self.gone:
+            await self.port.purge(which)
 
     def port_modem(self, lines: ModemLines) -> None:
         if lines != self._modem and not self.closed:
@@ -432,14 +628,84 @@ class HubChannel(ChannelBridge):
             self.tunnel.conn.report_modem(self.channel, lines)
             self.tunnel.flush_soon()
 
+    def report_state(self) -> None:
+        """After a resumption: what the client may have missed while it was away."""
+        conn = self.tunnel.conn
+        conn.report_settings(self.channel, self.settings)
+        if self._modem is not None:
+            conn.report_modem(self.channel, self._modem)
+        if self.gone:
+            conn.report_channel_state(self.channel, "gone", f"device {self.spec.device} is gone")
+
+    # --- the device going and coming back ---------------------------------------------------------
+
+    def deliver(self, data: bytes) -> None:
+        if self.gone:
+            self._to_device += data  # not consumed: the client's window holds it back
+            return
+        super().deliver(data)
+
     def port_lost(self, exc: PortError | None) -> None:
-        if self.closed:
+        if self.closed or self.gone:
             return
         message = str(exc) if exc else "device closed"
-        log.warning("%s: %s", self.name, message)
-        self.tunnel.conn.close_channel(self.channel, exc.code if exc else ErrorCode.DEVICE_GONE, message)
+        log.warning("%s: %s; waiting for %s to come back", self.name, message, self.spec.device)
+        self.gone = True
+        self._modem = ModemLines.NONE
+        conn = self.tunnel.conn
+        conn.report_channel_state(self.channel, "gone", message)
+        conn.report_modem(self.channel, ModemLines.NONE)  # carrier loss, for RFC 2217 clients
         self.tunnel.flush_soon()
-        self.detach()
+        self._start(self._reopen())
+
+    def _start(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reopen(self) -> None:
+        with contextlib.suppress(PortError):
+            await self.port.close()
+        device = self.spec.device
+        while not self.closed:
+            await asyncio.sleep(REOPEN_INTERVAL)
+            if device.startswith("/") and not os.path.exists(device):
+                continue
+            port = self.session.hub.port_factory(self.spec, self.settings, self.control)
+            try:
+                await port.open(self)
+            except PortError as exc:
+                log.debug("%s: not back yet: %s", self.name, exc)
+                continue
+            if self.closed:
+                await port.close()
+                return
+            self.port = port
+            self.gone = False
+            self._reported.clear()
+            with contextlib.suppress(PortError):
+                self.settings = await port.apply_settings(self.settings)
+            log.info("%s: %s is back (%s)", self.name, device, self.settings.short())
+            conn = self.tunnel.conn
+            conn.report_channel_state(self.channel, "open", f"device {device} is back")
+            conn.report_settings(self.channel, self.settings)
+            self.port_modem(port.modem_lines())
+            if self._to_device:
+                held, self._to_device = bytes(self._to_device), bytearray()
+                self.deliver(held)
+            if self.suspended:
+                self.port.resume_reading()
+            else:
+                self._paused = False
+                self.window_opened()
+            self.tunnel.flush_soon()
+            return
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if not self.gone:
+            await self.port.close()
 
 
 def _returning(protocol: asyncio.Protocol) -> Callable[[], asyncio.Protocol]:

@@ -16,6 +16,8 @@ from typing import Protocol, cast
 
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.errors import ErrorCode, RemoteProtocolError
+from comtunnel.protocol.keepalive import Action, KeepAlive
+from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_PING_INTERVAL
 from comtunnel.protocol.mux import Connection
 
 log = logging.getLogger(__name__)
@@ -27,20 +29,38 @@ class TunnelHandler(Protocol):
     def tunnel_lost(self, exc: BaseException | None) -> None: ...
 
 
-def tune_socket(transport: asyncio.BaseTransport) -> None:
-    """TCP_NODELAY for small-message latency; keepalive so the OS notices dead peers eventually."""
+def tune_socket(transport: asyncio.BaseTransport, dead_timeout: float = DEFAULT_DEAD_TIMEOUT) -> None:
+    """TCP_NODELAY for small-message latency. Keepalive and TCP_USER_TIMEOUT as a second line behind
+    our own PINGs: they also catch a peer that vanished while our send queue was full."""
     sock = transport.get_extra_info("socket")
     if sock is None:
         return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    except OSError:  # not TCP (tests over socketpairs)
-        pass
+    options = [
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), 10),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), 5),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), 3),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), int(dead_timeout * 1000)),
+    ]
+    for level, option, value in options:
+        if option is None:  # not on this platform
+            continue
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError:  # not TCP (tests over socketpairs)
+            return
 
 
 class Tunnel(asyncio.Protocol):
-    def __init__(self, conn: Connection, peer: str = "peer") -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        peer: str = "peer",
+        *,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        dead_timeout: float = DEFAULT_DEAD_TIMEOUT,
+    ) -> None:
         self.conn = conn
         self.peer = peer
         self.handler: TunnelHandler | None = None
@@ -51,19 +71,27 @@ class Tunnel(asyncio.Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+        self._keepalive = KeepAlive(self._loop.time(), interval=ping_interval, timeout=dead_timeout)
+        self._timer: asyncio.TimerHandle | None = None
+        self._pings = 0
+        self.dead = False  # we gave up on a silent peer
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.transport = transport
-        tune_socket(transport)
+        tune_socket(transport, self._keepalive.timeout)
+        self._keepalive.received(self._loop.time())
+        self._arm_timer()
         self.flush()
         if self.on_connected is not None:
             self.on_connected()
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        self._keepalive.last_heard = self._loop.time()  # the hot path: no call, no timer re-arm
         try:
             events = self.conn.receive_data(data)
         except RemoteProtocolError as exc:
@@ -83,6 +111,11 @@ class Tunnel(asyncio.Protocol):
         return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.dead and exc is None:
+            exc = TimeoutError(f"no data from the {self.peer} for {self._keepalive.timeout:g} s")
         if not self.handshake.done():
             self.handshake.set_exception(exc or ConnectionResetError("connection closed"))
             self.handshake.exception()  # mark retrieved; the caller may be gone
@@ -90,6 +123,40 @@ class Tunnel(asyncio.Protocol):
             self.closed.set_result(exc)
         if self.handler is not None:
             self.handler.tunnel_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The peer is not reading: stop reading from it too, so its requests cannot grow our queue."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # --- dead-peer detection -------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        self._timer = self._loop.call_at(self._keepalive.deadline(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        match self._keepalive.on_timer(self._loop.time()):
+            case Action.PING:
+                self._pings += 1
+                self.conn.ping(self._pings)
+                self.flush()
+            case Action.DEAD:
+                log.warning(
+                    "no data from the %s for %.0f s: the link is dead; dropping the connection",
+                    self.peer,
+                    self._keepalive.timeout,
+                )
+                self.dead = True
+                self.transport.abort()
+                return
+        self._arm_timer()
 
     # --- output --------------------------------------------------------------------------------
 
