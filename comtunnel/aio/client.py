@@ -466,7 +466,9 @@ class Client:
             case ev.ChannelProblem(cid, code, message):
                 log.warning("%s: hub reports: %s", self._by_id[cid].name, message)
             case ev.ConnectionTerminated(code, message):
-                if code not in (ErrorCode.NORMAL,):
+                if code == ErrorCode.ACCESS_DENIED:  # e.g. our certificate was revoked: retrying cannot help
+                    self.fail(CertificateError(f"the hub refused us: {message}"))
+                elif code not in (ErrorCode.NORMAL,):
                     log.error("the hub ended the connection: %s", message)
             case ev.ChannelStateChanged(cid, state, message):
                 channel = self._by_id[cid]

@@ -18,7 +18,7 @@ import secrets
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from comtunnel.aio.bridge import ChannelBridge
 from comtunnel.aio.gateway import LocalGateway
@@ -27,6 +27,7 @@ from comtunnel.aio.tunnel import Tunnel
 from comtunnel.errors import PortError, PortNotSupported, UsageError
 from comtunnel.ports.base import SerialPort
 from comtunnel.ports.network import make_server_port
+from comtunnel.ports.watch import WatchPort
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.errors import ErrorCode
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 TLS_HANDSHAKE_TIMEOUT = 10.0
 #: A client must say HELLO this long after the TLS handshake, or it is dropped.
 HELLO_TIMEOUT = 10.0
+#: Open connections at once (most of them are dropped within the handshake timeouts if they misbehave).
+MAX_CONNECTIONS = 256
+#: How often the revocation list's file is checked for changes.
+REVOCATION_POLL = 1.0
 #: How often a gone device's path is checked for its return.
 REOPEN_INTERVAL = 1.0
 
@@ -101,6 +106,11 @@ class Hub:
         self.ping_interval = ping_interval
         self.dead_timeout = dead_timeout
         self.by_token: dict[str, HubSession] = {}  # sessions a client may resume, connected or not
+        self.live: set[HubSession] = set()  # every open connection, authenticated or not
+        self.watchers: dict[str, set[WatchPort]] = {}  # port name -> monitors watching it
+        self.max_connections = MAX_CONNECTIONS
+        self._revocation_task: asyncio.Task[None] | None = None
+        self._refusals = 0
         self.closing = False
         self.ssl_context = ssl_context
         self.port_factory = port_factory
@@ -115,6 +125,7 @@ class Hub:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._new_connection, host, port)
         await self.start_gateways()
+        self.watch_revocations()
         addresses = [s.getsockname()[:2] for s in self.server.sockets]
         for host_, port_ in addresses:
             log.info("hub listening on %s:%s with ports %s", host_, port_, ", ".join(self.ports) or "none")
@@ -130,7 +141,11 @@ class Hub:
             self.gateways.append(gateway)
 
     def _new_connection(self) -> asyncio.Protocol:
-        return self._tls_layer(HubSession(self))
+        if len(self.live) >= self.max_connections:
+            return _Refused(self)
+        session = HubSession(self)
+        self.live.add(session)
+        return self._tls_layer(session)
 
     def _tls_layer(self, session: HubSession) -> TlsLayer:
 
@@ -156,6 +171,7 @@ class Hub:
         backoff = FIRST_BACKOFF
         while True:
             session = HubSession(self)
+            self.live.add(session)
             layer = self._tls_layer(session)
             try:
                 connect = loop.create_connection(_returning(layer), host, port)
@@ -170,6 +186,45 @@ class Hub:
             log.info("dialling %s:%s again in %.1f s", host, port, delay)
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, 30.0)
+
+    def watch_revocations(self) -> None:
+        """Reload the revocation list when it changes (checked every second) and cut revoked clients off."""
+        if self.revocations is None or self._revocation_task is not None:
+            return
+        self.revocations.reload_if_changed()
+
+        async def poll() -> None:
+            while True:
+                await asyncio.sleep(REVOCATION_POLL)
+                if self.revocations.reload_if_changed():
+                    log.info("revocation list %s reloaded", self.revocations.path)
+                    self.enforce_revocations()
+
+        self._revocation_task = asyncio.get_running_loop().create_task(poll())
+
+    def enforce_revocations(self) -> None:
+        for session in set(self.sessions) | set(self.by_token.values()):
+            if session.cert_der is not None and self.is_revoked(session.cert_der):
+                log.warning(
+                    "client %s (%s): its certificate was revoked; disconnecting it", session.client, session.address
+                )
+                session.client_leaving = True
+                if session.detached_at is not None:
+                    session.expire("was revoked")
+                else:
+                    session.tunnel.close(
+                        ErrorCode.ACCESS_DENIED, f"the certificate of client {session.client!r} was revoked"
+                    )
+
+    def is_revoked(self, cert_der: bytes) -> bool:
+        return self.revocations is not None and bool(self.revocations.is_revoked(cert_der))
+
+    def holding_channel(self, name: str) -> HubChannel | None:
+        """The channel (of a full-access client) that has the device ``name`` open."""
+        holder = self.holders.get(name)
+        if holder is None or holder.session is None:
+            return None
+        return next((c for c in holder.session.channels.values() if c.name == name and not c.monitor), None)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a cleanup (closing a device...) that close() must wait for, not lose."""
@@ -191,7 +246,10 @@ class Hub:
     def port_list(self) -> list[dict[str, Any]]:
         """What PORTS and `comtunnel list` show: each port, who has it, its line settings if open."""
         settings = {
-            channel.name: channel.settings.short() for session in self.sessions for channel in session.channels.values()
+            channel.name: channel.settings.short()
+            for session in self.sessions
+            for channel in session.channels.values()
+            if not channel.monitor
         }
         return [
             {
@@ -200,6 +258,7 @@ class Hub:
                 "state": self._port_state(spec.name),
                 "holder": self.holders[spec.name].client if spec.name in self.holders else None,
                 "settings": settings.get(spec.name),
+                "monitors": len(self.watchers.get(spec.name, ())),
             }
             for spec in self.ports.values()
         ]
@@ -230,7 +289,7 @@ class Hub:
                         {
                             "channel": bridge.channel,
                             "port": bridge.name,
-                            "access": "full",
+                            "access": "monitor" if bridge.monitor else "full",
                             "bytes_to_device": bridge.bytes_to_port,
                             "bytes_from_device": bridge.bytes_from_port,
                             "settings": bridge.settings.short(),
@@ -246,6 +305,8 @@ class Hub:
 
     async def close(self) -> None:
         self.closing = True
+        if self._revocation_task is not None:
+            self._revocation_task.cancel()
         if self.server is not None:
             self.server.close()
         for gateway in self.gateways:
@@ -280,6 +341,7 @@ class HubSession:
         self.channels: dict[int, HubChannel] = {}
         self.detached_at: float | None = None  # when the connection dropped, while we wait for a resume
         self.client_leaving = False  # the client said GOAWAY: nothing to keep
+        self.cert_der: bytes | None = None
         self._grace: asyncio.TimerHandle | None = None
         self._hello_timer: asyncio.TimerHandle | None = None
         self._opening: dict[int, asyncio.Task[None]] = {}
@@ -288,13 +350,19 @@ class HubSession:
         transport = self.tunnel.transport
         if transport is None:
             return
+        peer = transport.get_extra_info("peername")
+        self.address = f"{peer[0]}:{peer[1]}" if peer else "?"
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.client = peer_name(ssl_object) or "?"
+        self.cert_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        self.tunnel.peer = f"client {self.client} ({self.address})"
+        if self.cert_der is not None and self.hub.is_revoked(self.cert_der):
+            log.warning("refused client %s from %s: its certificate is revoked", self.client, self.address)
+            self.tunnel.close(ErrorCode.ACCESS_DENIED, f"the certificate of client {self.client!r} is revoked")
+            return
         self.identified = True
         self.hub.sessions.add(self)
         self.hub.by_token[self.token] = self
-        peer = transport.get_extra_info("peername")
-        self.address = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.client = peer_name(transport.get_extra_info("ssl_object")) or "?"
-        self.tunnel.peer = f"client {self.client} ({self.address})"
         log.info("client %s connected from %s", self.client, self.address)
         self.conn.announce_ports(self.hub.port_list())
         self.tunnel.flush_soon()
@@ -336,6 +404,7 @@ class HubSession:
                 log.debug("%s: handshake %s", self.tunnel.peer, info)
 
     def tunnel_lost(self, exc: BaseException | None) -> None:
+        self.hub.live.discard(self)
         if self._hello_timer is not None:
             self._hello_timer.cancel()
         if not self.identified:
@@ -453,6 +522,16 @@ class HubSession:
             names = ", ".join(self.hub.ports) or "none"
             self._reject(event, ErrorCode.UNKNOWN_PORT, f"no port named {event.port!r} (ports: {names})")
             return
+        access = self.hub.access.decide(self.client, spec.name) if self.hub.access is not None else None
+        if self.hub.access is not None and access is None:
+            message = self.hub.access.describe(self.client, spec.name)
+            log.warning("refused client %s (%s) port %r: %s", self.client, self.address, spec.name, message)
+            self.conn.reject_channel(event.channel, ErrorCode.ACCESS_DENIED, message)
+            self.tunnel.flush_soon()
+            return
+        if access is not None and access.value == "monitor":
+            self._opening[event.channel] = asyncio.get_running_loop().create_task(self._open_monitor(event, spec))
+            return
         holder = self.hub.holders.get(spec.name)
         if holder is not None and not holder.closing:
             kept = holder.session
@@ -518,6 +597,22 @@ class HubSession:
         channel.window_opened()  # anything the device said while we were opening
         self.tunnel.flush_soon()
 
+    async def _open_monitor(self, event: ev.ChannelOpenRequested, spec: PortSpec) -> None:
+        held = self.hub.holding_channel(spec.name)
+        settings = held.settings if held is not None else event.settings
+        port = WatchPort(spec.name, self.hub.watchers, settings)
+        channel = MonitorChannel(self, event.channel, spec, port, ControlRequest())
+        channel.settings = settings
+        await port.open(channel)
+        self._opening.pop(event.channel, None)
+        if self.conn.channel_state(event.channel) is None or self.conn.closed:
+            await port.close()
+            return
+        self.channels[event.channel] = channel
+        self.conn.accept_channel(event.channel, settings, {"device": spec.device, "access": "monitor"})
+        log.info("%s watches %s (monitor access)", self.tunnel.peer, spec.name)
+        self.tunnel.flush_soon()
+
     def _forget(self, channel: int, why: str) -> None:
         bridge = self.channels.pop(channel, None)
         if bridge is not None:
@@ -526,6 +621,9 @@ class HubSession:
 
     async def _close_port(self, bridge: HubChannel) -> None:
         bridge.detach()
+        if bridge.monitor:
+            await bridge.close()
+            return
         holder = self.hub.holders.get(bridge.name)
         if holder is not None:
             holder.closing = True
@@ -550,6 +648,8 @@ class HubChannel(ChannelBridge):
     device is reopened with the last line settings when its path is back.
     """
 
+    monitor = False
+
     def __init__(
         self, session: HubSession, channel: int, spec: PortSpec, port: SerialPort, control: ControlRequest
     ) -> None:
@@ -568,6 +668,13 @@ class HubChannel(ChannelBridge):
     @property
     def pending_bytes(self) -> int:
         return len(self._pending)
+
+    def port_data(self, data: bytes) -> None:
+        watchers = None if self.monitor else self.session.hub.watchers.get(self.name)
+        if watchers:
+            for watcher in list(watchers):
+                watcher.feed(data)
+        super().port_data(data)
 
     def run(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._serialized(coro))
@@ -706,6 +813,40 @@ class HubChannel(ChannelBridge):
             task.cancel()
         if not self.gone:
             await self.port.close()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the hub's limit: closed at once; logged once per burst, not per connection."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.hub._refusals % 100 == 0:
+            peer = transport.get_extra_info("peername")
+            log.warning(
+                "refusing a connection from %s: %d connections open, the limit (%d refused so far)",
+                peer and f"{peer[0]}:{peer[1]}",
+                len(self.hub.live),
+                self.hub._refusals + 1,
+            )
+        self.hub._refusals += 1
+        cast(asyncio.Transport, transport).abort()
+
+
+class MonitorChannel(HubChannel):
+    """A channel with monitor access: the watched device's output, nothing from the client reaches it."""
+
+    monitor = True
+
+    def deliver(self, data: bytes) -> None:
+        # Taken and thrown away, with credit, so the client is not stuck; said once.
+        self._report_once("write", ErrorCode.ACCESS_DENIED, "monitor access: the data written was discarded")
+        self.tunnel.conn.consume(self.channel, len(data))
+        self.tunnel.flush_soon()
+
+    def port_lost(self, exc: PortError | None) -> None:
+        pass
 
 
 def _returning(protocol: asyncio.Protocol) -> Callable[[], asyncio.Protocol]:
