@@ -116,7 +116,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
     context = hub_context(Path(args.certs))
 
     async def main(stop: asyncio.Event) -> None:
-        hub = Hub(specs, context, serve=serve)
+        hub = Hub(specs, context, serve=serve, grace=args.grace, **session_kwargs(args))
         await hub.start(*listen) if listen else await hub.start_gateways()
         dialers = [asyncio.ensure_future(hub.dial(h, p)) for h, p in dial]
         try:
@@ -166,6 +166,7 @@ def cmd_client(args: argparse.Namespace) -> int:
             listen=parse_hostport(args.listen, default_host="0.0.0.0") if args.listen else None,
             label=label,
             taken_links=taken,
+            **session_kwargs(args),
         )
         for (host, port), label in zip(hubs, labels, strict=True)
     ]
@@ -348,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--no-app", action="store_true", help="leave the virtual ports to you (no built-in app)")
     demo.set_defaults(func=cmd_demo)
+    add_session_options(hub, hub=True)
+    add_session_options(client, hub=False)
     return parser
 
 
@@ -366,6 +369,65 @@ def add_serve_options(parser: argparse.ArgumentParser, what: str) -> None:
         action="store_true",
         help="let --rfc2217/--raw listen on non-loopback addresses (they are plaintext)",
     )
+
+
+def add_session_options(parser: argparse.ArgumentParser, hub: bool) -> None:
+    """Resumption and dead-link knobs (issue 4); defaults in comtunnel.protocol.limits."""
+    from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_REPLAY_BOUND
+
+    if hub:
+        parser.add_argument(
+            "--grace",
+            type=positive_float,
+            default=DEFAULT_GRACE,
+            metavar="SECONDS",
+            help=f"keep a disconnected client's ports open this long for it to resume (default {DEFAULT_GRACE:g})",
+        )
+    parser.add_argument(
+        "--replay-bound",
+        type=byte_size,
+        default=DEFAULT_REPLAY_BOUND,
+        metavar="BYTES",
+        help="per channel and direction, bytes kept for a resumed session (default 1M; k/M suffixes)",
+    )
+    parser.add_argument(
+        "--dead-timeout",
+        type=positive_float,
+        default=DEFAULT_DEAD_TIMEOUT,
+        metavar="SECONDS",
+        help=f"drop a connection that has been silent this long, then resume (default {DEFAULT_DEAD_TIMEOUT:g})",
+    )
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def byte_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    number, unit = (text[:-1], units[text[-1].lower()]) if text and text[-1].lower() in units else (text, 1)
+    try:
+        value = int(float(number) * unit)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 1048576, 512k or 4M, got {text!r}") from None
+    if not 64 * 1024 <= value <= 1 << 30:
+        raise argparse.ArgumentTypeError(f"{text!r}: the replay bound must be between 64k and 1G")
+    return value
+
+
+def session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Timeouts as Hub/Client keyword arguments; the ping interval is a third of the dead timeout."""
+    return {
+        "replay_bound": args.replay_bound,
+        "dead_timeout": args.dead_timeout,
+        "ping_interval": min(5.0, args.dead_timeout / 3),
+    }
 
 
 def setup_logging(verbose: int, quiet: int) -> None:
