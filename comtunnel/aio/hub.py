@@ -29,7 +29,7 @@ from comtunnel.ports.base import SerialPort
 from comtunnel.ports.network import make_server_port
 from comtunnel.ports.watch import WatchPort
 from comtunnel.protocol import events as ev
-from comtunnel.protocol.errors import ErrorCode
+from comtunnel.protocol.errors import ErrorCode, RemoteProtocolError
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings, Purge
@@ -481,6 +481,13 @@ class HubSession:
 
     def take_over(self, new: HubSession, channels: list[tuple[int, int, int]]) -> None:
         """Continue this session on ``new``'s connection (which then stops being a session of its own)."""
+        try:
+            dropped = new.conn.accept_resume(self.conn, channels)
+        except RemoteProtocolError as exc:  # offsets that cannot be ours: that connection goes, the session stays
+            log.warning("%s: bad resumption of %s's session: %s", new.tunnel.peer, self.client, exc)
+            new.conn.goaway(exc.code, str(exc))
+            new.tunnel.abort(exc)
+            return
         previous = self.tunnel
         if not previous.closed.done():  # the client found a new path before we noticed the old one died
             previous.handler = None
@@ -489,7 +496,6 @@ class HubSession:
             self.hub.sessions.discard(self)
         away = time.time() - self.detached_at if self.detached_at is not None else 0.0
         self.cancel_grace()
-        dropped = new.conn.accept_resume(self.conn, channels)
         self.conn, self.tunnel = new.conn, new.tunnel
         self.tunnel.handler = self
         self.address = new.address

@@ -315,6 +315,9 @@ class Connection:
         kept: list[tuple[int, int, int]] = []
         dropped: list[int] = []
         resend: list[_Channel] = []
+        for ch in old._channels.values():  # all claims checked before anything changes
+            if ch.state is ChannelState.OPEN and ch.id in offsets:
+                self._check_resync(ch, *offsets[ch.id])
         for ch in old._channels.values():
             if ch.state is not ChannelState.OPEN or ch.id not in offsets:
                 dropped.append(ch.id)
@@ -339,14 +342,23 @@ class Connection:
         if len(ch.replay):
             self._queue_data(ch.id, ch.replay.unacknowledged(ch.replay.start))
 
-    def _resync(self, ch: _Channel, received: int, consumed: int) -> None:
-        """The peer holds our bytes up to ``received`` and consumed up to ``consumed``."""
+    def _check_resync(self, ch: _Channel, received: int, consumed: int) -> None:
         if received > ch.send.sent:
             raise RemoteProtocolError(f"channel {ch.id}: peer claims {received} bytes, we sent {ch.send.sent}")
+        if received < ch.replay.start:
+            raise RemoteProtocolError(f"channel {ch.id}: cannot resume from {received}, we hold {ch.replay.start}")
+        if not ch.send.acked <= consumed <= received:
+            raise RemoteProtocolError(
+                f"channel {ch.id}: peer claims to have consumed {consumed} (acknowledged {ch.send.acked}, "
+                f"received {received})",
+                ErrorCode.FLOW_CONTROL_ERROR,
+            )
+
+    def _resync(self, ch: _Channel, received: int, consumed: int) -> None:
+        """The peer holds our bytes up to ``received`` and consumed up to ``consumed``."""
+        self._check_resync(ch, received, consumed)
         ch.send.resync(consumed)
         ch.replay.trim(received)
-        if ch.replay.start != received:
-            raise RemoteProtocolError(f"channel {ch.id}: cannot resume from {received}, we hold {ch.replay.start}")
 
     def announce_ports(self, ports: list[dict[str, Any]]) -> None:
         self._require(Role.HUB, "announce ports")
@@ -517,8 +529,13 @@ class Connection:
         kept = []
         for cid, received, consumed in frame.channels:
             ch = self._channels.get(cid)
-            if ch is None or ch.state is not ChannelState.RESUMING:
+            if ch is None or ch.state is not ChannelState.RESUMING or cid in kept:
                 raise RemoteProtocolError(f"RESUMED names channel {cid}, which we did not resume")
+            self._check_resync(ch, received, consumed)
+            kept.append(cid)
+        kept.clear()
+        for cid, received, consumed in frame.channels:
+            ch = self._channels[cid]
             self._resync(ch, received, consumed)
             ch.state = ChannelState.OPEN
             kept.append(cid)

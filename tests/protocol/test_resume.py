@@ -7,6 +7,8 @@ connection does) before building the next pair of Connections the way the hub an
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -277,3 +279,52 @@ def test_no_byte_lost_or_doubled_across_any_cuts(steps: list[tuple], rnd: object
         for cid in (1, 2):
             assert pair.conn(side).channel_state(cid) is ChannelState.OPEN
             assert pair.conn(side).unacknowledged(cid) < 4096
+
+
+# --- hostile resumption frames: only our own protocol error, never anything else --------------
+
+hostile_offsets = st.lists(
+    st.tuples(st.integers(0, 2**32), st.integers(0, 2**40), st.integers(0, 2**40)).map(
+        lambda t: (t[0], max(t[1], t[2]), min(t[1], t[2]))
+    ),
+    max_size=5,
+)
+hostile_frame = st.one_of(
+    st.builds(fr.Resumed, hostile_offsets),
+    st.builds(fr.ResumeFail, st.integers(0, 0xFFFF), st.text(max_size=50)),
+    st.builds(fr.ChannelState, st.integers(0, 5), st.sampled_from(fr.CHANNEL_STATES), st.text(max_size=50)),
+    st.builds(fr.Data, st.integers(0, 5), st.binary(max_size=100)),
+    st.builds(fr.WindowUpdate, st.integers(0, 5), st.integers(0, 2**31)),
+)
+
+
+@given(st.lists(hostile_frame, max_size=6), st.binary(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_a_resuming_client_survives_any_hub_frames(frames: list[fr.Frame], tail: bytes) -> None:
+    pair = open_pair(2)
+    pair.send(Role.CLIENT, 1, b"u" * 100)
+    client = Connection(Role.CLIENT, resume_from=pair.client)
+    client.receive_data(encode_frame(fr.Hello(2, {"session": "x"})))
+    try:
+        for frame in frames:
+            client.receive_data(encode_frame(frame))
+        client.receive_data(tail)
+    except RemoteProtocolError:
+        assert client.closed
+        assert client.receive_data(encode_frame(fr.Ping(1))) == []  # nothing after the error
+
+
+@given(hostile_offsets, st.text(max_size=70))
+@settings(max_examples=200, deadline=None)
+def test_hub_accepting_a_hostile_resume_raises_only_our_error(offsets: list[tuple[int, int, int]], token: str) -> None:
+    pair = open_pair(2)
+    pair.send(Role.HUB, 1, b"d" * 300)
+    hub = Connection(Role.HUB, session_token="n")
+    hub.receive_data(encode_frame(fr.Hello(2, {})))
+    try:
+        events = hub.receive_data(encode_frame(fr.Resume(token[:64], offsets)))
+    except RemoteProtocolError:
+        return
+    assert isinstance(events[-1], ev.ResumeRequested)
+    with contextlib.suppress(RemoteProtocolError):
+        hub.accept_resume(pair.hub, events[-1].channels)
