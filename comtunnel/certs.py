@@ -110,6 +110,63 @@ def add_client(directory: Path, name: str, *, days: int = 3650) -> list[Path]:
     return _issue(directory, name, name, ca_cert, ca_key, days, ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
 
+CRL_FILE = "crl.pem"
+
+
+def revoke(directory: Path, name: str) -> tuple[Path, int]:
+    """Add client NAME's certificate to DIR/crl.pem (signed by the CA); return the CRL path and serial.
+
+    A standard X.509 CRL, so other tools (openssl crl) can read it; earlier entries are kept.
+    """
+    check_client_name(name)
+    ca_cert, ca_key = _load_ca(directory)
+    cert_path = directory / f"{name}.crt"
+    if not cert_path.exists():
+        known = sorted(p.stem for p in directory.glob("*.crt") if p.stem not in _RESERVED)
+        raise UsageError(f"no certificate {cert_path} (clients here: {', '.join(known) or 'none'})")
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (ValueError, OSError) as exc:
+        raise CertificateError(f"cannot read {cert_path}: {_why(exc)}") from None
+    if cert.issuer != ca_cert.subject:
+        raise CertificateError(f"{cert_path} was not issued by {directory / 'ca.crt'}")
+    crl_path = directory / CRL_FILE
+    entries = list(revoked_serials(crl_path, ca_cert).items())
+    now = dt.datetime.now(dt.UTC)
+    if cert.serial_number not in dict(entries):
+        entries.append((cert.serial_number, now))
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=MAX_DAYS))
+    )
+    for serial, when in entries:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    crl = builder.sign(
+        ca_key, None if isinstance(ca_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey) else hashes.SHA256()
+    )
+    tmp = crl_path.with_suffix(".tmp")
+    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    tmp.replace(crl_path)  # atomic: a hub reloading it never sees half a file
+    return crl_path, cert.serial_number
+
+
+def revoked_serials(crl_path: Path, ca_cert: x509.Certificate) -> dict[int, dt.datetime]:
+    """Serials in a CRL signed by ``ca_cert`` (empty if there is no CRL yet)."""
+    if not crl_path.exists():
+        return {}
+    try:
+        crl = x509.load_pem_x509_crl(crl_path.read_bytes())
+    except (ValueError, OSError) as exc:
+        raise CertificateError(f"cannot read {crl_path}: {_why(exc)}") from None
+    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+        raise CertificateError(f"{crl_path} is not signed by this CA")
+    return {r.serial_number: r.revocation_date_utc for r in crl}
+
+
 def certificate_name(cert: x509.Certificate | bytes) -> str:
     """The common name of a certificate (DER bytes or object): how the hub names a client in logs."""
     if isinstance(cert, bytes):

@@ -96,6 +96,15 @@ def cmd_certs_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs_revoke(args: argparse.Namespace) -> int:
+    from comtunnel.certs import revoke
+
+    crl, serial = revoke(Path(args.dir), args.name)
+    print(f"revoked client {args.name!r} (certificate serial {serial:x}) in {crl}")
+    print(f"a hub with --certs {args.dir} refuses it within seconds; elsewhere copy {crl.name} into the hub's --certs")
+    return 0
+
+
 def cmd_hub(args: argparse.Namespace) -> int:
     from comtunnel.aio.hub import Hub, PortSpec
     from comtunnel.tls import hub_context
@@ -114,9 +123,25 @@ def cmd_hub(args: argparse.Namespace) -> int:
         raise UsageError("give at least one --port NAME=DEVICE")
     serve = [(s.port, s.protocol, s.host, s.tcp_port) for s in parse_serve(args)]
     context = hub_context(Path(args.certs))
+    access = None
+    tables = getattr(args, "config_tables", {})
+    if "access" in tables:
+        from comtunnel.access import AccessPolicy
+
+        access = AccessPolicy.from_table(tables["access"], source=str(args.config))
+        log.info("access list from %s: %s", args.config, ", ".join(access.rules) or "nobody")
+    revocations = hub_revocations(args)
 
     async def main(stop: asyncio.Event) -> None:
-        hub = Hub(specs, context, serve=serve, grace=args.grace, **session_kwargs(args))
+        hub = Hub(
+            specs,
+            context,
+            serve=serve,
+            grace=args.grace,
+            access=access,
+            revocations=revocations,
+            **session_kwargs(args),
+        )
         await hub.start(*listen) if listen else await hub.start_gateways()
         dialers = [asyncio.ensure_future(hub.dial(h, p)) for h, p in dial]
         try:
@@ -183,6 +208,21 @@ def cmd_client(args: argparse.Namespace) -> int:
                 raise result
 
     return run_until_signal(main)
+
+
+def hub_revocations(args: argparse.Namespace) -> Any:
+    """The CRL the hub watches: --crl, or crl.pem in --certs (it may appear later)."""
+    from cryptography import x509
+
+    from comtunnel.access import RevocationList
+    from comtunnel.errors import CertificateError
+
+    ca_path = Path(args.certs) / "ca.crt"
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CertificateError(f"cannot read {ca_path}: {exc}") from None
+    return RevocationList(Path(args.crl) if args.crl else Path(args.certs) / "crl.pem", ca_cert)
 
 
 def hub_labels(hubs: list[tuple[str, int]]) -> list[str]:
@@ -287,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     client_cert = certs_sub.add_parser("client", help="add a client certificate signed by DIR's CA")
     client_cert.add_argument("dir", metavar="DIR")
     client_cert.add_argument("name", metavar="NAME")
+
+    revoke = certs_sub.add_parser("revoke", help="revoke a client certificate (the hub refuses it within seconds)")
+    revoke.add_argument("dir", metavar="DIR", help="the CA directory (holds ca.key and NAME.crt)")
+    revoke.add_argument("name", metavar="NAME")
+    revoke.set_defaults(func=cmd_certs_revoke)
     client_cert.set_defaults(func=cmd_certs_client)
 
     hub = sub.add_parser("hub", help="serve local serial ports to clients")
@@ -305,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a port to serve: a device path or a pyserial URL (repeatable)",
     )
     add_serve_options(hub, "serve a hub port directly")
+    hub.add_argument("--crl", metavar="FILE", help="revoked client certificates (default: crl.pem in --certs)")
     hub.set_defaults(func=cmd_hub)
 
     client = sub.add_parser("client", help="use a hub's ports as local serial ports")
@@ -351,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     add_session_options(hub, hub=True)
     add_session_options(client, hub=False)
+    for command in (hub, client, listing):
+        command.add_argument("--config", metavar="FILE", help="a TOML file with this command's options (see README)")
     return parser
 
 
@@ -440,9 +488,47 @@ def setup_logging(verbose: int, quiet: int) -> None:
     )
 
 
+CONFIG_TABLES = {"hub": frozenset({"access"})}
+
+
+def config_validators(command: str) -> dict[str, Callable[[str], object]]:
+    """Checks that make a bad config value name its key (the same parsers the commands use)."""
+    hostport = lambda text: parse_hostport(text, default_host="0.0.0.0")  # noqa: E731
+    checks: dict[str, Callable[[str], object]] = {"listen": hostport}
+    if command == "hub":
+        checks |= {"connect": parse_hostport, "port": lambda text: parse_assignment(text, "DEVICE")}
+    else:
+        checks |= {"connect": parse_hostport}
+    return checks
+
+
+def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> Any:
+    from comtunnel.config import apply, config_path
+
+    path = config_path(argv)
+    if path is None:
+        return None
+    commands: dict[str, argparse.ArgumentParser] = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr,assignment]
+    command = next((a for a in argv if not a.startswith("-") and a in commands), None)
+    if command not in ("hub", "client", "list"):
+        raise UsageError("--config works with hub, client and list")
+    return apply(
+        commands[command], path, tables=CONFIG_TABLES.get(command, frozenset()), validators=config_validators(command)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        applied = apply_config_file(parser, argv)
+    except ComtunnelError as exc:
+        print(f"comtunnel: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = parser.parse_args(argv)
+    if applied is not None:
+        applied.finish(args)
+        args.config_tables = applied.tables
     setup_logging(args.verbose, args.quiet)
     func: Any = args.func
     try:

@@ -22,6 +22,10 @@ class UsageError(ComtunnelError):
     exit_code = 2
 
 
+class ConfigError(UsageError):
+    """A config file is wrong; the message names the file and the key."""
+
+
 class CertificateError(ComtunnelError):
     """Missing, unreadable or mismatched certificates or keys."""
 

@@ -285,8 +285,8 @@ class Client:
         self.tunnel = tunnel
         try:
             await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
-            await asyncio.wait_for(self._ports_known.wait(), HANDSHAKE_TIMEOUT)
-            await asyncio.wait_for(self._resumed.wait(), HANDSHAKE_TIMEOUT)
+            await asyncio.wait_for(self._unless_closed(tunnel, self._ports_known), HANDSHAKE_TIMEOUT)
+            await asyncio.wait_for(self._unless_closed(tunnel, self._resumed), HANDSHAKE_TIMEOUT)
         except (ssl.SSLError, ssl.CertificateError) as exc:
             failure = _tls_failure(exc)
             raise self._fail_now(failure) if tls_failure_is_fatal else failure from None
@@ -309,6 +309,16 @@ class Client:
             if isinstance(lost, ssl.SSLError):
                 raise _tls_failure(lost)
             log.warning("connection to the hub lost: %s", describe_tls_error(lost) if lost else "closed by the hub")
+
+    async def _unless_closed(self, tunnel: Tunnel, event: asyncio.Event) -> None:
+        """Wait for ``event``; if the hub closes the connection first, say why (fatal if it was)."""
+        waiter = asyncio.ensure_future(event.wait())
+        await asyncio.wait([waiter, tunnel.closed], return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            if self._fatal is not None:
+                raise self._fatal
+            raise ConnectionResetError("the hub closed the connection during the handshake")
 
     async def _listen_for_hub(self, host: str, port: int) -> None:
         """Reverse direction: the hub (behind NAT) dials us. TLS roles stay: we verify it as its client.
@@ -346,7 +356,8 @@ class Client:
 
     async def _prepare_channels(self) -> None:
         names = {p["name"] for p in self.hub_ports}
-        if not self.channels:
+        if not self.channels:  # every port this client may use, under --link-dir
+            names = {p["name"] for p in self.hub_ports if p.get("access") != "none"}
             directory = self.link_dir or Path("comtunnel-ports")
             specs = []
             for name in sorted(names):

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
+from comtunnel.access import Access, AccessPolicy, RevocationList
 from comtunnel.aio.bridge import ChannelBridge
 from comtunnel.aio.gateway import LocalGateway
 from comtunnel.aio.tls_layer import TlsLayer
@@ -90,16 +91,16 @@ class Hub:
         *,
         port_factory: PortFactory = open_device,
         serve: list[tuple[str, str, str, int]] | None = None,
-        access: Any = None,
-        revocations: Any = None,
+        access: AccessPolicy | None = None,
+        revocations: RevocationList | None = None,
         grace: float = DEFAULT_GRACE,
         replay_bound: int = DEFAULT_REPLAY_BOUND,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         dead_timeout: float = DEFAULT_DEAD_TIMEOUT,
     ) -> None:
         self.ports = {p.name: p for p in ports}
-        self.access = access  # comtunnel.access.AccessPolicy | None: None lets every client open every port
-        self.revocations = revocations  # comtunnel.access.RevocationList | None
+        self.access = access  # None: every client may open every port
+        self.revocations = revocations
         self.started = time.time()
         self.grace = grace  # how long a disconnected session's devices stay open for it to resume
         self.replay_bound = replay_bound
@@ -196,7 +197,7 @@ class Hub:
         async def poll() -> None:
             while True:
                 await asyncio.sleep(REVOCATION_POLL)
-                if self.revocations.reload_if_changed():
+                if self.revocations is not None and self.revocations.reload_if_changed():
                     log.info("revocation list %s reloaded", self.revocations.path)
                     self.enforce_revocations()
 
@@ -242,6 +243,14 @@ class Hub:
             del self.holders[name]
         if holder is not None:
             holder.released.set()
+
+    def port_list_for(self, client: str) -> list[dict[str, Any]]:
+        """The port list as ``client`` sees it: each entry says what access it has."""
+        ports = self.port_list()
+        for entry in ports:
+            access = self.access.decide(client, entry["name"]) if self.access is not None else Access.FULL
+            entry["access"] = access.value if access is not None else "none"
+        return ports
 
     def port_list(self) -> list[dict[str, Any]]:
         """What PORTS and `comtunnel list` show: each port, who has it, its line settings if open."""
@@ -364,7 +373,7 @@ class HubSession:
         self.hub.sessions.add(self)
         self.hub.by_token[self.token] = self
         log.info("client %s connected from %s", self.client, self.address)
-        self.conn.announce_ports(self.hub.port_list())
+        self.conn.announce_ports(self.hub.port_list_for(self.client))
         self.tunnel.flush_soon()
         loop = asyncio.get_running_loop()
         self._hello_timer = loop.call_later(HELLO_TIMEOUT, self._hello_timed_out)
@@ -535,7 +544,7 @@ class HubSession:
             self.conn.reject_channel(event.channel, ErrorCode.ACCESS_DENIED, message)
             self.tunnel.flush_soon()
             return
-        if access is not None and access.value == "monitor":
+        if access is Access.MONITOR:
             self._opening[event.channel] = asyncio.get_running_loop().create_task(self._open_monitor(event, spec))
             return
         holder = self.hub.holders.get(spec.name)

@@ -1,0 +1,90 @@
+"""TOML config files through the real CLI: keys come from the options, errors name file and key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import Proc, PtyDevice, comtunnel, open_app, read_exactly, write_all
+
+from comtunnel.cli import build_parser
+from comtunnel.config import apply
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(comtunnel(*args), capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('lisen = "127.0.0.1:0"', "hub.toml: unknown key 'lisen' (did you mean 'listen'?)"),
+        ('listen = "127.0.0.1:x"', "hub.toml: key 'listen': expected HOST:PORT, got '127.0.0.1:x'"),
+        ("port = 5", "hub.toml: key 'port' must be a list of strings like \"NAME=DEVICE\""),
+        ('port = ["no-equals-sign"]', "hub.toml: key 'port': expected NAME=DEVICE, got 'no-equals-sign'"),
+        ('allow-remote = "yes"', "hub.toml: key 'allow-remote' must be true or false, not 'yes'"),
+        ('grace = "soon"', "hub.toml: key 'grace': expected a number of seconds, got 'soon'"),
+        ("port = [", "hub.toml: not valid TOML"),
+        ("[access.bob]\nfull = 3", "hub.toml: [access.bob]: 'full' must be a list of port names or patterns"),
+        ("[access.bob]\nread = []", "hub.toml: [access.bob]: unknown key 'read' (use 'full' or 'monitor')"),
+        ("[logging]\nlevel = 1", "hub.toml: unknown key 'logging'"),
+    ],
+)
+def test_config_errors_name_the_file_and_key(tmp_path: Path, certs: Path, text: str, message: str) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(text + "\n")
+    result = run("hub", "--config", str(config), "--certs", str(certs), "--listen", "127.0.0.1:0", "--port=x=loop://")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    result = run("client", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert f"config file {tmp_path / 'nope.toml'} does not exist" in result.stderr
+
+
+def test_every_option_has_a_key_and_command_line_overrides(tmp_path: Path) -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    config = tmp_path / "client.toml"
+    config.write_text(
+        'connect = ["hub.example:7000"]\ncerts = "/etc/c"\nname = "alice"\nlink = ["a=/tmp/a", "b=/tmp/b"]\n'
+        'dead-timeout = 30\nreplay-bound = "4M"\n'
+    )
+    applied = apply(commands["client"], config)
+    args = parser.parse_args(["client", "--link", "c=/tmp/c", "--dead-timeout", "9"])
+    applied.finish(args)
+    assert args.connect == ["hub.example:7000"] and args.certs == "/etc/c" and args.name == "alice"
+    assert args.link == ["c=/tmp/c"]  # the command line's list replaces the file's
+    assert args.dead_timeout == 9.0
+    assert args.replay_bound == 4 << 20
+    keys = {o[2:] for a in commands["hub"]._actions for o in a.option_strings if o.startswith("--")}
+    assert {"listen", "connect", "certs", "port", "rfc2217", "raw", "allow-remote", "grace", "crl"} <= keys
+
+
+@pytest.mark.timeout(60)
+def test_hub_and_client_run_from_config_files_alone(tmp_path: Path, certs: Path, procs: list[Proc]) -> None:
+    device = PtyDevice()
+    try:
+        hub_toml = tmp_path / "hub.toml"
+        hub_toml.write_text(f'listen = "127.0.0.1:0"\ncerts = "{certs}"\nport = ["dev={device.path}"]\n')
+        hub = Proc(tmp_path, "hub", "hub", "--config", str(hub_toml))
+        procs.append(hub)
+        port = hub.wait_for(r"listening on 127\.0\.0\.1:(\d+)").group(1)
+        client_toml = tmp_path / "client.toml"
+        client_toml.write_text(
+            f'connect = "127.0.0.1:{port}"\ncerts = "{certs}"\nname = "alice"\nlink = "dev={tmp_path / "dev"},19200"\n'
+        )
+        client = Proc(tmp_path, "client", "client", "--config", str(client_toml))
+        procs.append(client)
+        client.wait_for(r"dev: open on the hub \(19200,8N1\)")
+        app = open_app(tmp_path / "dev")
+        write_all(app, b"configured")
+        assert read_exactly(device.master, 10, 10) == b"configured"
+        os.close(app)
+    finally:
+        device.close()
