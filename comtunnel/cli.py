@@ -114,13 +114,27 @@ def cmd_hub(args: argparse.Namespace) -> int:
     listen = parse_hostport(args.listen, default_host="0.0.0.0") if args.listen else None
     dial = [parse_hostport(item) for item in args.connect or []]
     specs: list[PortSpec] = []
+    watcher = None
     for item in args.port or []:
+        if item == "auto":
+            from comtunnel.ports.discovery import PortWatcher
+
+            watcher = PortWatcher()
+            found = [PortSpec(n, d) for n, d in watcher.ports.items() if all(s.name != n for s in specs)]
+            log.info("--port auto: %s", ", ".join(f"{s.name}={s.device}" for s in found) or "no serial ports yet")
+            specs.extend(found)
+            continue
         name, _, _ = parse_assignment(item, "DEVICE")
         if any(s.name == name for s in specs):
             raise UsageError(f"port {name!r} is given twice")
         specs.append(PortSpec(name, item.partition("=")[2]))
-    if not specs:
-        raise UsageError("give at least one --port NAME=DEVICE")
+    if not specs and watcher is None:
+        raise UsageError("give at least one --port NAME=DEVICE, or --port auto")
+    metrics_at = parse_hostport(args.metrics, default_host="127.0.0.1") if args.metrics else None
+    if metrics_at is not None:
+        from comtunnel.ports.network import check_listen_address
+
+        check_listen_address(metrics_at[0], args.allow_remote, "--metrics")
     serve = [(s.port, s.protocol, s.host, s.tcp_port) for s in parse_serve(args)]
     context = hub_context(Path(args.certs))
     access = None
@@ -143,12 +157,35 @@ def cmd_hub(args: argparse.Namespace) -> int:
             **session_kwargs(args),
         )
         await hub.start(*listen) if listen else await hub.start_gateways()
+        hub.watch_revocations()
+        if watcher is not None:
+            hub.watch_ports(watcher)
+        control = await start_control(args, hub.status_snapshot)
+        metrics = None
+        if metrics_at is not None:
+            from comtunnel.aio.metrics import start_metrics_server
+
+            metrics = start_metrics_server(*metrics_at, hub.status_snapshot)
+            log.info("metrics on http://%s:%s/metrics", *metrics_at)
+            refresher = metrics.refresh
+
+            async def refresh() -> None:
+                while True:
+                    await asyncio.sleep(1.0)
+                    refresher()
+
+            refreshing = asyncio.ensure_future(refresh())
         dialers = [asyncio.ensure_future(hub.dial(h, p)) for h, p in dial]
         try:
             await stop.wait()
         finally:
             for task in dialers:
                 task.cancel()
+            if metrics is not None:
+                refreshing.cancel()
+                metrics.stop()
+            if control is not None:
+                await control.close()
             await hub.close()
 
     return run_until_signal(main)
@@ -208,6 +245,34 @@ def cmd_client(args: argparse.Namespace) -> int:
                 raise result
 
     return run_until_signal(main)
+
+
+async def start_control(args: argparse.Namespace, snapshot: Callable[[], dict[str, Any]]) -> Any:
+    """The `comtunnel status` socket, unless --control-socket none."""
+    from comtunnel.aio.control import default_socket_path, start_control_server
+
+    if args.control_socket == "none":
+        return None
+    path = Path(args.control_socket) if args.control_socket else default_socket_path()
+    server = await start_control_server(path, snapshot)
+    log.info("status: comtunnel status --socket %s", path)
+    return server
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from comtunnel.aio.control import default_socket_path, fetch_status, format_status
+
+    path = Path(args.socket) if args.socket else default_socket_path()
+    first = fetch_status(path)
+    if args.json:
+        print(json.dumps(first, indent=2))
+        return 0
+    time.sleep(0.5)
+    print(format_status(first, fetch_status(path)))
+    return 0
 
 
 def hub_revocations(args: argparse.Namespace) -> Any:
@@ -351,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_options(hub, "serve a hub port directly")
     hub.add_argument("--crl", metavar="FILE", help="revoked client certificates (default: crl.pem in --certs)")
+    hub.add_argument(
+        "--control-socket",
+        metavar="PATH",
+        help="where `comtunnel status` asks (default $XDG_RUNTIME_DIR/comtunnel/hub.sock; 'none': no socket)",
+    )
+    hub.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here (needs prometheus_client)")
     hub.set_defaults(func=cmd_hub)
 
     client = sub.add_parser("client", help="use a hub's ports as local serial ports")
@@ -391,13 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--hub-name", metavar="NAME", help="the name to verify in the hub's certificate")
     listing.set_defaults(func=cmd_list)
 
+    status = sub.add_parser("status", help="show a running hub's sessions, channels, bytes and rates")
+    status.add_argument("--socket", metavar="PATH", help="the hub's --control-socket (default: as the hub's)")
+    status.add_argument("--json", action="store_true", help="print the raw status document")
+    status.set_defaults(func=cmd_status)
+
     demo = sub.add_parser("demo", help="emulated devices, hub and client on 127.0.0.1")
     demo.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--no-app", action="store_true", help="leave the virtual ports to you (no built-in app)")
     demo.set_defaults(func=cmd_demo)
     add_session_options(hub, hub=True)
     add_session_options(client, hub=False)
-    for command in (hub, client, listing):
+    for command in (hub, client, listing, status):
         command.add_argument("--config", metavar="FILE", help="a TOML file with this command's options (see README)")
     return parser
 
@@ -496,7 +572,7 @@ def config_validators(command: str) -> dict[str, Callable[[str], object]]:
     hostport = lambda text: parse_hostport(text, default_host="0.0.0.0")  # noqa: E731
     checks: dict[str, Callable[[str], object]] = {"listen": hostport}
     if command == "hub":
-        checks |= {"connect": parse_hostport, "port": lambda text: parse_assignment(text, "DEVICE")}
+        checks |= {"connect": parse_hostport, "port": lambda text: text == "auto" or parse_assignment(text, "DEVICE")}
     else:
         checks |= {"connect": parse_hostport}
     return checks
@@ -510,8 +586,8 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> Any:
         return None
     commands: dict[str, argparse.ArgumentParser] = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr,assignment]
     command = next((a for a in argv if not a.startswith("-") and a in commands), None)
-    if command not in ("hub", "client", "list"):
-        raise UsageError("--config works with hub, client and list")
+    if command not in ("hub", "client", "list", "status"):
+        raise UsageError("--config works with hub, client, list and status")
     return apply(
         commands[command], path, tables=CONFIG_TABLES.get(command, frozenset()), validators=config_validators(command)
     )

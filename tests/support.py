@@ -115,7 +115,11 @@ class Proc:
     def __init__(self, tmp: Path, name: str, *args: str) -> None:
         self.log = tmp / f"{name}.log"
         self._out = self.log.open("wb")
-        self.popen = subprocess.Popen(comtunnel(*args), stdout=self._out, stderr=subprocess.STDOUT)
+        # each process its own runtime dir, so several hubs' control sockets never collide
+        self.runtime_dir = tmp / f"{name}.run"
+        self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(self.runtime_dir)}
+        self.popen = subprocess.Popen(comtunnel(*args), stdout=self._out, stderr=subprocess.STDOUT, env=env)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

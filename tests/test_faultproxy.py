@@ -97,13 +97,12 @@ def test_stall_is_silent_and_resume_continues_intact() -> None:
 def test_refuse_resets_new_connections() -> None:
     with echo_server() as port, FaultProxy("127.0.0.1", port) as proxy:
         proxy.refuse(True)
-        sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
-        sock.settimeout(5)
-        with pytest.raises((ConnectionResetError, BrokenPipeError)):
-            sock.sendall(b"x")
-            if sock.recv(1) == b"":
-                raise ConnectionResetError
-        sock.close()
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):  # at connect, or at the first use
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+                sock.settimeout(5)
+                sock.sendall(b"x")
+                if sock.recv(1) == b"":
+                    raise ConnectionResetError
         proxy.refuse(False)
         ok = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
         assert roundtrip(ok, b"fine") == b"fine"

@@ -111,6 +111,7 @@ class Hub:
         self.watchers: dict[str, set[WatchPort]] = {}  # port name -> monitors watching it
         self.max_connections = MAX_CONNECTIONS
         self._revocation_task: asyncio.Task[None] | None = None
+        self._background_tasks: set[asyncio.Task[None]] = set()  # pollers, cancelled at close
         self._refusals = 0
         self.closing = False
         self.ssl_context = ssl_context
@@ -227,6 +228,29 @@ class Hub:
             return None
         return next((c for c in holder.session.channels.values() if c.name == name and not c.monitor), None)
 
+    def watch_ports(self, watcher: Any, interval: float = 2.0) -> None:
+        """`--port auto`: follow devices appearing and disappearing (a ``discovery.PortWatcher``)."""
+
+        async def poll() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                added, removed = watcher.poll()
+                for name, device in added.items():
+                    log.info("port %s appeared: %s", name, device)
+                    self.ports[name] = PortSpec(name, device)
+                for name in removed:
+                    log.info("port %s disappeared", name)  # an open channel notices by itself (device gone)
+                    self.ports.pop(name, None)
+                if added or removed:
+                    self.announce_ports()
+
+        self._background_tasks.add(asyncio.get_running_loop().create_task(poll()))
+
+    def announce_ports(self) -> None:
+        for session in self.sessions:
+            session.conn.announce_ports(self.port_list_for(session.client))
+            session.tunnel.flush_soon()
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a cleanup (closing a device...) that close() must wait for, not lose."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -316,6 +340,8 @@ class Hub:
         self.closing = True
         if self._revocation_task is not None:
             self._revocation_task.cancel()
+        for task in self._background_tasks:
+            task.cancel()
         if self.server is not None:
             self.server.close()
         for gateway in self.gateways:

@@ -1,0 +1,151 @@
+"""The hub's local control socket: `comtunnel status` asks it what is going on.
+
+A unix stream socket in a directory only the hub's user may enter (0700) and itself 0600, so the
+file system decides who may look. One JSON document per connection, no commands: nothing to
+authenticate, nothing to abuse. A socket left behind by a dead hub is replaced; one whose hub
+still answers is a clear error (two hubs would fight over it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from comtunnel.errors import PeerError, UsageError
+
+
+def default_socket_path() -> Path:
+    """$XDG_RUNTIME_DIR/comtunnel/hub.sock; else /run/comtunnel/hub.sock for root (a system service)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "comtunnel" / "hub.sock"
+    if os.geteuid() == 0:
+        return Path("/run/comtunnel/hub.sock")
+    return Path(f"/tmp/comtunnel-{os.geteuid()}") / "hub.sock"
+
+
+class ControlServer:
+    def __init__(self, path: Path, server: asyncio.AbstractServer) -> None:
+        self.path = path
+        self._server = server
+
+    async def close(self) -> None:
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+async def start_control_server(path: Path, snapshot: Callable[[], dict[str, Any]]) -> ControlServer:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.parent.stat().st_uid == os.geteuid():
+        os.chmod(path.parent, 0o700)
+    if path.exists() or path.is_symlink():
+        if _answers(path):
+            raise UsageError(f"another hub is running with control socket {path} (use --control-socket)")
+        path.unlink()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(json.dumps(snapshot(), default=str).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    old_umask = os.umask(0o177)  # the socket is born 0600: no window where others could connect
+    try:
+        server = await asyncio.start_unix_server(answer, path=str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return ControlServer(path, server)
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def fetch_status(path: Path, timeout: float = 5.0) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except FileNotFoundError:
+            raise PeerError(f"no hub is running here (no control socket {path})") from None
+        except PermissionError:
+            raise PeerError(f"no permission to use {path}: run as the hub's user") from None
+        except OSError as exc:
+            raise PeerError(f"no hub answers on {path}: {exc.strerror}") from None
+        data = bytearray()
+        while chunk := sock.recv(65536):
+            data += chunk
+    try:
+        result: dict[str, Any] = json.loads(data)
+    except ValueError:
+        raise PeerError(f"{path} did not answer with a status document") from None
+    return result
+
+
+def format_status(first: dict[str, Any], second: dict[str, Any] | None = None) -> str:
+    """A readable table; with two snapshots, rates from their difference."""
+    span = max(1e-3, second["now"] - first["now"]) if second else 0.0
+    now = second or first
+    before = {(s["client"], s["address"], c["port"]): c for s in first["sessions"] for c in s["channels"]}
+    lines = [f"hub up {_duration(now['now'] - now['started'])}; {len(now['sessions'])} session(s)"]
+    lines.append("")
+    lines.append(f"{'PORT':<16} {'STATE':<32} {'DEVICE'}")
+    for port in now["ports"]:
+        state = port["state"] + (f" by {port['holder']}" if port.get("holder") else "")
+        if port.get("monitors"):
+            state += f", {port['monitors']} monitor(s)"
+        lines.append(f"{port['name']:<16} {state:<32} {port['device']}")
+    lines.append("")
+    head = f"{'CLIENT':<14} {'ADDRESS':<22} {'PORT':<12} {'ACCESS':<8}"
+    lines.append(f"{head} {'TO DEVICE':>12} {'FROM DEVICE':>12} {'RATE IN/OUT':>16}")
+    for session in now["sessions"]:
+        where = session["address"] if session.get("connected", True) else "(disconnected)"
+        if not session["channels"]:
+            lines.append(f"{session['client']:<14} {where:<22} {'-':<12}")
+        for ch in session["channels"]:
+            rate = ""
+            old = before.get((session["client"], session["address"], ch["port"]))
+            if second is not None and old is not None:
+                rin = (ch["bytes_to_device"] - old["bytes_to_device"]) / span
+                rout = (ch["bytes_from_device"] - old["bytes_from_device"]) / span
+                rate = f"{_bytes(rin)}/s {_bytes(rout)}/s"
+            state = ch["access"] + (" gone" if ch.get("device_gone") else "")
+            lines.append(
+                f"{session['client']:<14} {where:<22} {ch['port']:<12} {state:<8} "
+                f"{_bytes(ch['bytes_to_device']):>12} {_bytes(ch['bytes_from_device']):>12} {rate:>16}"
+            )
+    return "\n".join(lines)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
