@@ -1,0 +1,863 @@
+"""comtunnel against the tools users would pick instead, in one run, on 127.0.0.1 through real PTYs.
+
+    python benchmarks/run.py [--quick] [--reps 3] [--out benchmarks/results]
+
+Peers (each skipped with a reason if not installed): a direct PTY (no forwarding at all), comtunnel
+(hub and client processes, TLS), ser2net raw + socat PTY (the usual Linux recipe), ser2net
+telnet(rfc2217) + pyserial's rfc2217:// client, socat OPENSSL <-> socat OPENSSL with PTYs at both
+ends (the nearest encrypted peer), and comtunnel's RFC 2217 client role in front of ser2net.
+Devices are emulated by benchmarks/device.py in a process of their own.
+
+Every figure is the median of --reps repetitions and is also given as a ratio to the peers measured
+in the same run (the machine is noisy; absolute numbers drift). Output: JSON with every sample,
+a Markdown table, PNG plots (with matplotlib), and the issue's target table with PASS/FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import select
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RECORD = 16
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+class DeviceProc:
+    """benchmarks/device.py: N emulated devices; one JSON command in, one JSON answer out."""
+
+    def __init__(self, count: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "device.py"), str(count)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.paths: list[str] = json.loads(self.proc.stdout.readline())
+        self._lock = threading.Lock()
+
+    def send(self, op: str, **kw: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.proc.stdin.flush()
+
+    def answer(self) -> list[dict[str, float]]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("device process died")
+        result: list[dict[str, float]] = json.loads(line)
+        return result
+
+    def call(self, op: str, **kw: Any) -> list[dict[str, float]]:
+        self.send(op, **kw)
+        return self.answer()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.send("quit")
+        with contextlib.suppress(Exception):
+            self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK
+    return total
+
+
+def peak_rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def wait_path(path: Path, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{path} did not appear")
+
+
+# --- the application side --------------------------------------------------------------------------
+
+
+class PtyApp:
+    """An application holding a serial port open: a PTY path, raw."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.fd)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            select.select([], [self.fd], [], 5)
+            with contextlib.suppress(BlockingIOError):
+                view = view[os.write(self.fd, view[:65536]) :]
+
+    def read(self, timeout: float) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            return os.read(self.fd, 1 << 17)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class PyserialApp:
+    """An application using pyserial's rfc2217:// client (its own threads, its own telnet parser)."""
+
+    def __init__(self, url: str) -> None:
+        import serial
+
+        self.port = serial.serial_for_url(url, baudrate=115200, timeout=0)
+
+    def write(self, data: bytes) -> None:
+        self.port.write(data)
+
+    def read(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            data: bytes = self.port.read(self.port.in_waiting or 1)
+            if data or time.monotonic() >= deadline:
+                return data
+            time.sleep(0.0005)
+
+    def close(self) -> None:
+        self.port.close()
+
+
+@dataclass
+class Setup:
+    apps: list[Any]
+    pids: list[int]
+    device: DeviceProc
+    stop: Callable[[], None]
+
+
+# --- peers -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Peer:
+    name: str
+    start: Callable[[int, Path], Setup]
+    max_ports: int
+    why_not: str = ""
+    encrypted: bool = False
+
+
+def start_direct(ports: int, tmp: Path) -> Setup:
+    device = DeviceProc(ports)
+    apps = [PtyApp(p) for p in device.paths]
+    return Setup(apps, [], device, lambda: None)
+
+
+def _procs_stop(procs: list[subprocess.Popen[bytes]]) -> Callable[[], None]:
+    def stop() -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    return stop
+
+
+def certs_dir(tmp: Path) -> Path:
+    certs = tmp / "certs"
+    if not certs.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "comtunnel",
+                "certs",
+                "init",
+                str(certs),
+                "--hub-name",
+                "127.0.0.1",
+                "--client",
+                "bench",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        for name in ("hub", "bench"):
+            (certs / f"{name}.pem").write_bytes(
+                (certs / f"{name}.crt").read_bytes() + (certs / f"{name}.key").read_bytes()
+            )
+    return certs
+
+
+def start_comtunnel(ports: int, tmp: Path) -> Setup:
+    certs = certs_dir(tmp)
+    device = DeviceProc(ports)
+    log = (tmp / f"comtunnel-{time.monotonic_ns()}.log").open("wb")
+    sources = device.paths
+    port = free_port()
+    hub = subprocess.Popen(
+        [sys.executable, "-m", "comtunnel", "-q", "hub", "--listen", f"127.0.0.1:{port}", "--certs", str(certs),
+         "--control-socket", "none", *[f"--port=p{i}={d}" for i, d in enumerate(sources)]],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    wait_port(port)
+    links = tmp / f"links-{time.monotonic_ns()}"
+    client = subprocess.Popen(
+        [sys.executable, "-m", "comtunnel", "-q", "client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs),
+         "--name", "bench", *[f"--link=p{i}={links / f'p{i}'}" for i in range(ports)]],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    for i in range(ports):
+        wait_path(links / f"p{i}")
+    time.sleep(0.3 + ports * 0.02)  # channels open after the links exist
+    apps = [PtyApp(str(links / f"p{i}")) for i in range(ports)]
+    return Setup(apps, [hub.pid, client.pid], device, _procs_stop([client, hub]))
+
+
+def ser2net_config(tmp: Path, paths: list[str], rfc2217: bool) -> tuple[Path, list[int]]:
+    ports = [free_port() for _ in paths]
+    accepter = "telnet(rfc2217),tcp" if rfc2217 else "tcp"
+    text = "".join(
+        f"connection: &c{i}\n  accepter: {accepter},127.0.0.1,{port}\n  connector: serialdev,{path},115200n81,local\n"
+        for i, (path, port) in enumerate(zip(paths, ports, strict=True))
+    )
+    config = tmp / f"ser2net-{time.monotonic_ns()}.yaml"
+    config.write_text(text)
+    return config, ports
+
+
+def start_ser2net(config: Path, tmp: Path) -> subprocess.Popen[bytes]:
+    binary = shutil.which("ser2net") or "/usr/sbin/ser2net"
+    log = (tmp / "ser2net.log").open("ab")
+    return subprocess.Popen(
+        [binary, "-n", "-u", "-c", str(config), "-P", str(tmp / f"s2n-{config.stem}.pid")], stdout=log, stderr=log
+    )
+
+
+def start_ser2net_socat(ports: int, tmp: Path) -> Setup:
+    device = DeviceProc(ports)
+    config, tcp = ser2net_config(tmp, device.paths, rfc2217=False)
+    procs = [start_ser2net(config, tmp)]
+    for port in tcp:
+        wait_port(port)
+    links = []
+    for i, port in enumerate(tcp):
+        link = tmp / f"s2n-{time.monotonic_ns()}-{i}"
+        procs.append(
+            subprocess.Popen(
+                ["socat", f"PTY,link={link},raw,echo=0", f"TCP:127.0.0.1:{port},nodelay"], stderr=subprocess.DEVNULL
+            )
+        )
+        links.append(link)
+    for link in links:
+        wait_path(link)
+    time.sleep(0.2)
+    return Setup([PtyApp(str(link)) for link in links], [p.pid for p in procs], device, _procs_stop(procs))
+
+
+def start_ser2net_pyserial(ports: int, tmp: Path) -> Setup:
+    device = DeviceProc(ports)
+    config, tcp = ser2net_config(tmp, device.paths, rfc2217=True)
+    proc = start_ser2net(config, tmp)
+    for port in tcp:
+        wait_port(port)
+    # pyserial's client runs inside the application: its CPU is the application's
+    apps = [PyserialApp(f"rfc2217://127.0.0.1:{port}?ign_set_control") for port in tcp]
+    return Setup(apps, [proc.pid], device, _procs_stop([proc]))
+
+
+def start_socat_openssl(ports: int, tmp: Path) -> Setup:
+    certs = certs_dir(tmp)
+    device = DeviceProc(ports)
+    procs, links = [], []
+    for i, path in enumerate(device.paths):
+        port = free_port()
+        procs.append(
+            subprocess.Popen(
+                ["socat", f"OPENSSL-LISTEN:{port},reuseaddr,bind=127.0.0.1,nodelay,cert={certs / 'hub.pem'},"
+                 f"cafile={certs / 'ca.crt'},verify=1", f"FILE:{path},raw,echo=0"],
+                stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+        wait_port_listen(port)
+        link = tmp / f"ssl-{time.monotonic_ns()}-{i}"
+        procs.append(
+            subprocess.Popen(
+                ["socat", f"PTY,link={link},raw,echo=0", f"OPENSSL:127.0.0.1:{port},nodelay,cert={certs / 'bench.pem'},"
+                 f"cafile={certs / 'ca.crt'},commonname=127.0.0.1"],
+                stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+        links.append(link)
+    for link in links:
+        wait_path(link)
+    time.sleep(0.3)
+    return Setup([PtyApp(str(link)) for link in links], [p.pid for p in procs], device, _procs_stop(procs))
+
+
+def wait_port_listen(port: int, timeout: float = 10) -> None:
+    """Like wait_port, but without connecting (socat OPENSSL-LISTEN serves one connection only)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f":{port:04X} " in Path("/proc/net/tcp").read_text():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_comtunnel_rfc2217(ports: int, tmp: Path) -> Setup:
+    """comtunnel's RFC 2217 client role: the hub takes its ports from ser2net telnet(rfc2217)."""
+    device = DeviceProc(ports)
+    config, tcp = ser2net_config(tmp, device.paths, rfc2217=True)
+    s2n = start_ser2net(config, tmp)
+    for port in tcp:
+        wait_port(port)
+    setup = start_comtunnel_rfc(ports, tmp, tcp, device)
+    stop = setup.stop
+
+    def stop_all() -> None:
+        stop()
+        _procs_stop([s2n])()
+
+    return Setup(setup.apps, [*setup.pids, s2n.pid], device, stop_all)
+
+
+def start_comtunnel_rfc(ports: int, tmp: Path, tcp: list[int], device: DeviceProc) -> Setup:
+    certs = certs_dir(tmp)
+    log = (tmp / f"comtunnel-rfc-{time.monotonic_ns()}.log").open("wb")
+    port = free_port()
+    hub = subprocess.Popen(
+        [sys.executable, "-m", "comtunnel", "-q", "hub", "--listen", f"127.0.0.1:{port}", "--certs", str(certs),
+         "--control-socket", "none", *[f"--port=p{i}=rfc2217://127.0.0.1:{t}" for i, t in enumerate(tcp)]],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    wait_port(port)
+    links = tmp / f"links-rfc-{time.monotonic_ns()}"
+    client = subprocess.Popen(
+        [sys.executable, "-m", "comtunnel", "-q", "client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs),
+         "--name", "bench", *[f"--link=p{i}={links / f'p{i}'}" for i in range(ports)]],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    for i in range(ports):
+        wait_path(links / f"p{i}")
+    time.sleep(1.5)  # ser2net acknowledges no DTR/RTS on a PTY: the first open waits out those groups once
+    return Setup(
+        [PtyApp(str(links / f"p{i}")) for i in range(ports)], [hub.pid, client.pid], device, _procs_stop([client, hub])
+    )
+
+
+# --- workloads ---------------------------------------------------------------------------------------
+
+
+def app_to_device(setup: Setup, size: int, timeout: float = 60) -> dict[str, float]:
+    """Unpaced bulk from the application to the device: MB/s, CPU s/MB of the forwarders."""
+    app = setup.apps[0]
+    data = os.urandom(size)
+    cpu0 = cpu_seconds(setup.pids)
+    setup.device.send("sink", ports=[0], bytes=size, timeout=timeout)
+    start = time.monotonic()
+    app.write(data)
+    (result,) = setup.device.answer()
+    elapsed = max(1e-6, result["last"] - start) if result["bytes"] else timeout
+    cpu = cpu_seconds(setup.pids) - cpu0
+    return {
+        "mbps": result["bytes"] / elapsed / 1e6,
+        "cpu_per_mb": cpu / max(1e-9, result["bytes"] / 1e6),
+        "complete": float(result["bytes"] >= size),
+    }
+
+
+def device_to_app(setup: Setup, size: int, timeout: float = 60) -> dict[str, float]:
+    app = setup.apps[0]
+    cpu0 = cpu_seconds(setup.pids)
+    setup.device.send("source", ports=[0], bytes=size, rate=0)
+    got = 0
+    start = time.monotonic()
+    deadline = start + timeout
+    last = start
+    while got < size and time.monotonic() < deadline:
+        chunk = app.read(0.5)
+        if chunk:
+            got += len(chunk)
+            last = time.monotonic()
+    setup.device.answer()
+    cpu = cpu_seconds(setup.pids) - cpu0
+    return {
+        "mbps": got / max(1e-6, last - start) / 1e6,
+        "cpu_per_mb": cpu / max(1e-9, got / 1e6),
+        "complete": float(got >= size),
+    }
+
+
+def paced(setup: Setup, ports: int, baud: int, seconds: float) -> dict[str, float]:
+    """Every port's device streams at baud/10 bytes/s; the applications read. Lost bytes, delay p50/p99."""
+    rate = baud / 10
+    size = int(rate * seconds) // RECORD * RECORD
+    delays: list[float] = []
+    got = [0] * ports
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def reader(i: int) -> None:
+        app = setup.apps[i]
+        tail = b""
+        local: list[float] = []
+        deadline = time.monotonic() + seconds + 10
+        while got[i] < size and time.monotonic() < deadline:
+            chunk = app.read(0.5)
+            if not chunk:
+                continue
+            now = time.monotonic_ns()
+            got[i] += len(chunk)
+            data = tail + chunk
+            whole = len(data) // RECORD * RECORD
+            if whole:
+                stamp = int.from_bytes(data[whole - 8 : whole], "big")
+                local.append((now - stamp) / 1e6)
+            tail = data[whole:]
+        with lock:
+            delays.extend(local)
+
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(ports)]
+    for thread in threads:
+        thread.start()
+    setup.device.call("source", ports=list(range(ports)), bytes=size, rate=rate)
+    for thread in threads:
+        thread.join(seconds + 15)
+    done.set()
+    lost = sum(max(0, size - g) for g in got)
+    return {
+        "lost": float(lost),
+        "p50_ms": percentile(delays, 50),
+        "p99_ms": percentile(delays, 99),
+        "mbps": sum(got) / seconds / 1e6,
+    }
+
+
+def aggregate(setup: Setup, ports: int, size: int) -> dict[str, float]:
+    """All ports at once, unpaced, device to application: aggregate MB/s."""
+    got = [0] * ports
+    stamps: list[float] = []
+
+    def reader(i: int) -> None:
+        deadline = time.monotonic() + 60
+        while got[i] < size and time.monotonic() < deadline:
+            chunk = setup.apps[i].read(0.5)
+            got[i] += len(chunk)
+        stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(ports)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    setup.device.call("source", ports=list(range(ports)), bytes=size, rate=0)
+    for thread in threads:
+        thread.join(70)
+    return {"mbps": sum(got) / max(1e-6, max(stamps) - start) / 1e6}
+
+
+def echo(setup: Setup, size: int, count: int, port: int = 0) -> list[float]:
+    """Round trips of ``size`` bytes through the device's echo, in microseconds."""
+    app = setup.apps[port]
+    setup.device.send("echo", ports=[port])
+    time.sleep(0.05)
+    payload = bytes(range(size))
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        app.write(payload)
+        got = 0
+        deadline = start + 2
+        while got < size and time.perf_counter() < deadline:
+            got += len(app.read(1.0))
+        samples.append((time.perf_counter() - start) * 1e6)
+    setup.device.call("stop")
+    return samples
+
+
+def fairness(setup: Setup, count: int) -> list[float]:
+    """1-byte echo on port 1 while port 0's device floods its application."""
+    flood_size = 512 << 20
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            setup.apps[0].read(0.1)
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    setup.device.send("source", ports=[0], bytes=flood_size, rate=0, background=True)
+    setup.device.send("echo", ports=[1])
+    time.sleep(0.3)
+    app = setup.apps[1]
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        app.write(b"!")
+        got = 0
+        while got < 1 and time.perf_counter() - start < 2:
+            got += len(app.read(1.0))
+        samples.append((time.perf_counter() - start) * 1e6)
+    setup.device.call("stop")
+    stop.set()
+    return samples
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    samples: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def add(self, peer: str, metric: str, value: Any) -> None:
+        self.samples.setdefault(peer, {}).setdefault(metric, []).append(value)
+
+    def median(self, peer: str, metric: str) -> float:
+        values = [v for v in self.samples.get(peer, {}).get(metric, []) if isinstance(v, int | float)]
+        return statistics.median(values) if values else float("nan")
+
+
+@contextlib.contextmanager
+def running(peer: Peer, ports: int, tmp: Path) -> Iterator[Setup]:
+    setup = peer.start(ports, tmp)
+    try:
+        yield setup
+    finally:
+        for app in setup.apps:
+            with contextlib.suppress(Exception):
+                app.close()
+        setup.stop()
+        setup.device.close()
+
+
+def available(peers: list[Peer]) -> list[Peer]:
+    out = []
+    for peer in peers:
+        if "socat" in peer.name and not shutil.which("socat"):
+            peer.why_not = "socat not installed"
+        elif "ser2net" in peer.name and not (shutil.which("ser2net") or Path("/usr/sbin/ser2net").exists()):
+            peer.why_not = "ser2net not installed"
+        out.append(peer)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="comtunnel-bench-"))
+    reps = args.reps
+    bulk = (4 if args.quick else 16) << 20
+    paced_seconds = 1.0 if args.quick else 2.0
+    echoes = 200 if args.quick else 1000
+    bauds = [115200, 921600, 3_000_000, 12_000_000]
+    port_counts = [1, 8] if args.quick else [1, 8, 32]
+    peers = available(
+        [
+            Peer("direct PTY", start_direct, 32),
+            Peer("comtunnel", start_comtunnel, 32, encrypted=True),
+            Peer("ser2net raw + socat", start_ser2net_socat, 8),
+            Peer("ser2net rfc2217 + pyserial", start_ser2net_pyserial, 1),
+            Peer("socat OPENSSL", start_socat_openssl, 8, encrypted=True),
+            Peer("comtunnel rfc2217 client <- ser2net", start_comtunnel_rfc2217, 1, encrypted=True),
+        ]
+    )
+    res = Results()
+    started = time.monotonic()
+    for peer in peers:
+        if peer.why_not:
+            res.skipped[peer.name] = peer.why_not
+            continue
+        print(f"[{time.monotonic() - started:5.0f} s] {peer.name}", file=sys.stderr, flush=True)
+        try:
+            run_peer(peer, res, tmp, reps, bulk, paced_seconds, echoes, bauds, port_counts)
+        except Exception as exc:  # one peer failing must not end the run
+            res.skipped[peer.name] = f"failed: {type(exc).__name__}: {exc}"
+            print(f"  skipped: {exc}", file=sys.stderr)
+    return {"results": res, "seconds": time.monotonic() - started, "bauds": bauds, "port_counts": port_counts}
+
+
+def run_peer(
+    peer: Peer,
+    res: Results,
+    tmp: Path,
+    reps: int,
+    bulk: int,
+    paced_seconds: float,
+    echoes: int,
+    bauds: list[int],
+    port_counts: list[int],
+) -> None:
+    slow = peer.name.startswith("ser2net rfc2217")  # pyserial's client: ~0.3 MB/s, keep its share of the time small
+    rfc_client = peer.name.startswith("comtunnel rfc2217")
+    size = (1 << 20) if slow else bulk
+    with running(peer, 1 if (slow or rfc_client) else 2, tmp) as setup:
+        for _ in range(reps):
+            up = app_to_device(setup, size, timeout=30)
+            down = device_to_app(setup, size, timeout=30)
+            res.add(peer.name, "app_to_device_mbps", up["mbps"])
+            res.add(peer.name, "device_to_app_mbps", down["mbps"])
+            if setup.pids:
+                res.add(peer.name, "cpu_s_per_mb", (up["cpu_per_mb"] + down["cpu_per_mb"]) / 2)
+        if slow or rfc_client:
+            return
+        for _ in range(reps):
+            for size_, name in ((1, "echo1"), (64, "echo64")):
+                samples = echo(setup, size_, echoes // reps)
+                res.add(peer.name, f"{name}_p50_us", percentile(samples, 50))
+                res.add(peer.name, f"{name}_p99_us", percentile(samples, 99))
+                res.add(peer.name, f"{name}_max_us", max(samples))
+                res.add(peer.name, f"{name}_samples", samples)
+        if setup.pids:
+            res.add(peer.name, "peak_rss_mib", peak_rss_mib(setup.pids))
+    for ports in port_counts:
+        if ports > peer.max_ports:
+            continue
+        with running(peer, ports, tmp) as setup:
+            if ports == 8:
+                for _ in range(reps):
+                    res.add(peer.name, "aggregate8_mbps", aggregate(setup, 8, bulk // 4)["mbps"])
+            for baud in bauds:
+                if ports == 32 and baud > 921600:
+                    continue  # 32 x 3 Mbaud exceeds what the targets ask and what the time budget allows
+                for _ in range(reps if ports < 32 else 1):
+                    result = paced(setup, ports, baud, paced_seconds)
+                    for key, value in result.items():
+                        res.add(peer.name, f"paced_{ports}x{baud}_{key}", value)
+            if ports == 8 and peer.name != "direct PTY":
+                samples = fairness(setup, 300)
+                res.add(peer.name, "fairness_p99_us", percentile(samples, 99))
+
+
+# --- report ---------------------------------------------------------------------------------------------
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and b == b and a == a else float("nan")
+
+
+def targets(res: Results) -> list[tuple[str, str, bool]]:
+    c, s = "comtunnel", "socat OPENSSL"
+    m = res.median
+    rows = []
+
+    def row(text: str, value: float, ok: bool, fmt: str = "{:.2f}x") -> None:
+        rows.append((text, fmt.format(value), bool(ok) and value == value))
+
+    for way in ("app_to_device", "device_to_app"):
+        r = ratio(m(c, f"{way}_mbps"), m(s, f"{way}_mbps"))
+        row(f"single-port bulk {way.replace('_', ' ')} >= 1.0x socat OPENSSL", r, r >= 1.0)
+    r = ratio(m(c, "aggregate8_mbps"), m(s, "device_to_app_mbps"))
+    row("8 ports aggregate (device to app) >= 1.0x socat OPENSSL single port", r, r >= 1.0)
+    lost = m(c, "paced_8x3000000_lost")
+    p99 = m(c, "paced_8x3000000_p99_ms")
+    rows.append(
+        (
+            "8 x 3 Mbaud paced: 0 bytes lost, p99 delay < 5 ms",
+            f"{lost:.0f} lost, p99 {p99:.2f} ms",
+            lost == 0 and p99 < 5,
+        )
+    )
+    lost32 = m(c, "paced_32x921600_lost")
+    rows.append(("32 x 921600 paced: 0 bytes lost", f"{lost32:.0f} lost", lost32 == 0))
+    r = ratio(m(c, "echo1_p50_us"), m(s, "echo1_p50_us"))
+    row("1-byte echo p50 <= 1.0x socat OPENSSL", r, r <= 1.0)
+    p = m(c, "echo1_p99_us")
+    row("1-byte echo p99 < 1 ms", p, p < 1000, "{:.0f} us")
+    p = m(c, "fairness_p99_us")
+    row("quiet-port echo p99 while another port floods < 2 ms", p, p < 2000, "{:.0f} us")
+    r = ratio(m(c, "cpu_s_per_mb"), m(s, "cpu_s_per_mb"))
+    row("CPU per MB (hub + client) <= 5x socat OPENSSL", r, r <= 5.0)
+    r = ratio(
+        m("comtunnel rfc2217 client <- ser2net", "app_to_device_mbps"),
+        m("ser2net rfc2217 + pyserial", "app_to_device_mbps"),
+    )
+    row("RFC 2217 client role >= 1.5x ser2net telnet(rfc2217) + pyserial, app to device", r, r >= 1.5)
+    return rows
+
+
+METRICS = [
+    ("app_to_device_mbps", "bulk app->dev MB/s", "{:.1f}"),
+    ("device_to_app_mbps", "bulk dev->app MB/s", "{:.1f}"),
+    ("aggregate8_mbps", "8 ports dev->app MB/s", "{:.1f}"),
+    ("echo1_p50_us", "1 B echo p50 us", "{:.0f}"),
+    ("echo1_p99_us", "1 B echo p99 us", "{:.0f}"),
+    ("echo1_max_us", "1 B echo max us", "{:.0f}"),
+    ("echo64_p50_us", "64 B echo p50 us", "{:.0f}"),
+    ("echo64_p99_us", "64 B echo p99 us", "{:.0f}"),
+    ("cpu_s_per_mb", "CPU s/MB", "{:.4f}"),
+    ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
+    ("fairness_p99_us", "quiet echo p99 (flood) us", "{:.0f}"),
+]
+
+
+def markdown(data: dict[str, Any]) -> str:
+    res: Results = data["results"]
+    peers = list(res.samples)
+    lines = [f"Medians of repetitions; ratio = comtunnel / peer. Run took {data['seconds']:.0f} s.", ""]
+    lines.append("| metric | " + " | ".join(peers) + " |")
+    lines.append("|---|" + "---|" * len(peers))
+    for key, label, fmt in METRICS:
+        cells = []
+        for peer in peers:
+            value = res.median(peer, key)
+            cell = fmt.format(value) if value == value else "-"
+            base = res.median("comtunnel", key)
+            if peer != "comtunnel" and value == value and base == base and value:
+                cell += f" ({base / value:.2f}x)"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Paced device streams (bytes lost / delay p50 / p99 ms):")
+    lines.append("")
+    lines.append("| peer | ports x baud | lost | p50 ms | p99 ms |")
+    lines.append("|---|---|---|---|---|")
+    for peer in peers:
+        for ports in data["port_counts"]:
+            for baud in data["bauds"]:
+                key = f"paced_{ports}x{baud}"
+                lost = res.median(peer, f"{key}_lost")
+                if lost == lost:
+                    p50, p99 = res.median(peer, f"{key}_p50_ms"), res.median(peer, f"{key}_p99_ms")
+                    lines.append(f"| {peer} | {ports} x {baud} | {lost:.0f} | {p50:.2f} | {p99:.2f} |")
+    if res.skipped:
+        lines.append("")
+        lines.extend(f"- skipped {peer}: {why}" for peer, why in res.skipped.items())
+    lines.append("")
+    lines.append("| target | measured | holds |")
+    lines.append("|---|---|---|")
+    lines.extend(f"| {t} | {v} | {'PASS' if ok else 'FAIL'} |" for t, v, ok in targets(res))
+    return "\n".join(lines)
+
+
+def plots(data: dict[str, Any], out: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    res: Results = data["results"]
+    written = []
+    fig, axes = plt.subplots(1, len(data["port_counts"]), figsize=(5 * len(data["port_counts"]), 4), squeeze=False)
+    for ax, ports in zip(axes[0], data["port_counts"], strict=True):
+        for peer in res.samples:
+            xs, ys = [], []
+            for baud in data["bauds"]:
+                value = res.median(peer, f"paced_{ports}x{baud}_mbps")
+                if value == value:
+                    xs.append(baud)
+                    ys.append(value)
+            if xs:
+                ax.plot(xs, ys, marker="o", label=peer)
+        ax.plot(data["bauds"], [b / 10 * ports / 1e6 for b in data["bauds"]], "k:", label="offered")
+        ax.set_xscale("log")
+        ax.set_title(f"{ports} port(s), paced")
+        ax.set_xlabel("baud")
+        ax.set_ylabel("delivered MB/s")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "throughput.png"
+    fig.savefig(path, dpi=100)
+    written.append(path)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for peer, metrics in res.samples.items():
+        samples = [s for rep in metrics.get("echo1_samples", []) for s in rep]
+        if samples:
+            ordered = sorted(samples)
+            ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=peer)
+    ax.set_xscale("log")
+    ax.set_xlabel("1-byte echo round trip (us)")
+    ax.set_ylabel("fraction")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "echo_cdf.png"
+    fig.savefig(path, dpi=100)
+    written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a ~2-minute subset (fewer bytes, no 32-port runs)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per figure (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="where JSON, Markdown, PNGs go")
+    args = parser.parse_args()
+    data = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    res: Results = data["results"]
+    (args.out / "results.json").write_text(
+        json.dumps({"seconds": data["seconds"], "samples": res.samples, "skipped": res.skipped}, indent=1, default=str)
+    )
+    text = markdown(data)
+    (args.out / "results.md").write_text(text + "\n")
+    written = plots(data, args.out)
+    print(text)
+    print(f"\nwritten: {args.out / 'results.json'}, {args.out / 'results.md'}" + "".join(f", {p}" for p in written))
+
+
+if __name__ == "__main__":
+    main()
