@@ -124,6 +124,8 @@ class TlsLayer(asyncio.Protocol):
                     eof = True
                     break
                 chunks.append(chunk)
+                if not self._incoming.pending and not self._ssl.pending():
+                    break  # all consumed: skip the SSLWantReadError a further read would raise
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:

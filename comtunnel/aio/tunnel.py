@@ -1,8 +1,8 @@
 """Drives a :class:`~comtunnel.protocol.mux.Connection` over an asyncio transport (TLS in practice).
 
-The one place bytes meet the socket. Output is coalesced: every send method of the connection
-only queues frames, and :meth:`Tunnel.flush_soon` writes them in one ``transport.write`` per
-loop iteration, however many channels produced data in it. Input events are handed to a
+The one place bytes meet the socket. Output is coalesced without waiting: every send method of
+the connection only queues frames; :meth:`Tunnel.flush_soon` writes them at once, except while
+input is being handled, when everything one read produced goes out in one write at its end. Input events are handed to a
 :class:`TunnelHandler` (the hub session or the client), which owns the channels.
 """
 
@@ -71,6 +71,7 @@ class Tunnel(asyncio.Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self._flush_scheduled = False
+        self._receiving = False
         self._loop = asyncio.get_running_loop()
         self._keepalive = KeepAlive(self._loop.time(), interval=ping_interval, timeout=dead_timeout)
         self._timer: asyncio.TimerHandle | None = None
@@ -98,14 +99,18 @@ class Tunnel(asyncio.Protocol):
             log.warning("%s broke the protocol: %s; closing the connection", self.peer, exc)
             self.abort(exc)
             return
-        for event in events:
-            if isinstance(event, ev.HandshakeComplete) and not self.handshake.done():
-                self.handshake.set_result(event.info)
-            if self.handler is not None:
-                self.handler.tunnel_event(event)
-            if isinstance(event, ev.ConnectionTerminated):
-                log.info("%s is closing the connection: %s", self.peer, event.message or event.code)
-        self.flush_soon()
+        self._receiving = True
+        try:
+            for event in events:
+                if isinstance(event, ev.HandshakeComplete) and not self.handshake.done():
+                    self.handshake.set_result(event.info)
+                if self.handler is not None:
+                    self.handler.tunnel_event(event)
+                if isinstance(event, ev.ConnectionTerminated):
+                    log.info("%s is closing the connection: %s", self.peer, event.message or event.code)
+        finally:
+            self._receiving = False
+        self.flush()
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -161,9 +166,12 @@ class Tunnel(asyncio.Protocol):
     # --- output --------------------------------------------------------------------------------
 
     def flush_soon(self) -> None:
-        if not self._flush_scheduled:
+        """Write what is queued now, or, while input is being handled, once at its end: every event
+        of one read shares one TLS write, and nothing waits for a later loop iteration."""
+        if self._receiving:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            self.flush()
 
     def flush(self) -> None:
         self._flush_scheduled = False

@@ -64,6 +64,7 @@ from comtunnel.protocol.settings import (
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+DRAIN_LIMIT = 256 * 1024  # per wake-up, so one busy device cannot hold the loop for long
 WRITE_CHUNK = 16384  # thread path: writes are joined or split to this; a closing writer finishes one chunk
 THREAD_READ_TIMEOUT = 0.05  # how long a paused or closing reader thread can take to notice
 MODEM_POLL_INTERVAL = 0.02
@@ -374,15 +375,29 @@ class _FdIO:
         self._out.clear()
 
     def _readable(self) -> None:
-        try:
-            data = os.read(self._fd, READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        # Drain what is there (ttys hand out a few KiB per read): one chunk per wake-up downstream.
+        chunks: list[bytes] = []
+        size = 0
+        hung_up = False
+        while size < DRAIN_LIMIT:
+            try:
+                data = os.read(self._fd, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if chunks:
+                    self._port._received(b"".join(chunks))
+                self._port._fail(f"read failed: {_reason(exc)} (unplugged?)")
+                return
+            if not data:
+                hung_up = True
+                break
+            chunks.append(data)
+            size += len(data)
+        if chunks:
+            self._port._received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
             return
-        except OSError as exc:
-            self._port._fail(f"read failed: {_reason(exc)} (unplugged?)")
-            return
-        if data:
-            self._port._received(data)
+        if not hung_up:
             return
         # A tty read of 0 bytes is a hang-up, or (VMIN=0) a wake-up whose data someone else took.
         try:

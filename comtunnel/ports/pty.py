@@ -36,6 +36,7 @@ from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536 + 1  # one packet-mode status byte + data
+DRAIN_LIMIT = 256 * 1024  # per wake-up, so one busy port cannot hold the loop for long
 POLL_INTERVAL = 0.05
 
 
@@ -164,22 +165,40 @@ class PtyPort(SerialPort):
     # --- events from the kernel ------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self._master, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            if exc.errno == errno.EIO:  # cannot happen while we hold the slave; be safe
+        """Drain what is there (a PTY hands out 4-16 KiB per read) and pass it on as one chunk:
+        a larger frame and TLS record per wake-up instead of one per read. Control packets are
+        handled in order, after the data that came before them."""
+        chunks: list[bytes] = []
+        budget = DRAIN_LIMIT
+        while budget > 0:
+            try:
+                data = os.read(self._master, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # cannot happen while we hold the slave; be safe
+                    break
+                self._deliver(chunks)
+                self._fail(exc)
                 return
-            self._fail(exc)
-            return
-        if not data or self._listener is None:
-            return
-        status = data[0]
-        if status == 0:
-            if len(data) > 1:
-                self._listener.port_data(data[1:])
-            return
+            if not data or self._listener is None:
+                break
+            if data[0] == 0:
+                if len(data) > 1:
+                    chunks.append(data[1:])
+                    budget -= len(data)
+                continue
+            self._deliver(chunks)
+            chunks = []
+            self._on_control_packet(data[0])
+        self._deliver(chunks)
+
+    def _deliver(self, chunks: list[bytes]) -> None:
+        if chunks and self._listener is not None:
+            self._listener.port_data(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    def _on_control_packet(self, status: int) -> None:
+        assert self._listener is not None
         if status & termios2.TIOCPKT_IOCTL:
             self._check_termios()
         if status & termios2.TIOCPKT_FLUSHREAD:
