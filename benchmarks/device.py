@@ -101,6 +101,10 @@ class Device:
 
 
 def main() -> None:
+    # Each port is a thread; with the default 5 ms GIL switch interval a flooding port would delay
+    # another port's echo by milliseconds here, in the emulator, and the benchmark would blame the
+    # forwarder. Real devices are independent: switch often.
+    sys.setswitchinterval(0.0001)
     device = Device(int(sys.argv[1]))
     print(json.dumps(device.paths), flush=True)
     running: list[threading.Thread] = []

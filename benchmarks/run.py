@@ -556,6 +556,7 @@ def fairness(setup: Setup, count: int) -> list[float]:
         samples.append((time.perf_counter() - start) * 1e6)
     setup.device.call("stop")
     stop.set()
+    thread.join(2)
     return samples
 
 
