@@ -70,7 +70,6 @@ class Tunnel(asyncio.Protocol):
         self.handshake = asyncio.get_running_loop().create_future()
         self.bytes_in = 0
         self.bytes_out = 0
-        self._flush_scheduled = False
         self._receiving = False
         self._loop = asyncio.get_running_loop()
         self._keepalive = KeepAlive(self._loop.time(), interval=ping_interval, timeout=dead_timeout)
@@ -168,13 +167,10 @@ class Tunnel(asyncio.Protocol):
     def flush_soon(self) -> None:
         """Write what is queued now, or, while input is being handled, once at its end: every event
         of one read shares one TLS write, and nothing waits for a later loop iteration."""
-        if self._receiving:
-            self._flush_scheduled = True
-        else:
+        if not self._receiving:  # else data_received flushes once it has handled the whole read
             self.flush()
 
     def flush(self) -> None:
-        self._flush_scheduled = False
         data = self.conn.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.bytes_out += len(data)
