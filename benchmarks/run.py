@@ -246,10 +246,14 @@ def certs_dir(tmp: Path) -> Path:
 
 
 def start_comtunnel(ports: int, tmp: Path) -> Setup:
-    certs = certs_dir(tmp)
     device = DeviceProc(ports)
+    return comtunnel_pair(tmp, device, device.paths, settle=0.3 + ports * 0.02)  # channels open after the links
+
+
+def comtunnel_pair(tmp: Path, device: DeviceProc, sources: list[str], settle: float) -> Setup:
+    """A `comtunnel hub` serving ``sources`` as p0, p1, ... and a client linking each to a PTY."""
+    certs = certs_dir(tmp)
     log = (tmp / f"comtunnel-{time.monotonic_ns()}.log").open("wb")
-    sources = device.paths
     port = free_port()
     hub = subprocess.Popen(
         [sys.executable, "-m", "comtunnel", "-q", "hub", "--listen", f"127.0.0.1:{port}", "--certs", str(certs),
@@ -260,13 +264,13 @@ def start_comtunnel(ports: int, tmp: Path) -> Setup:
     links = tmp / f"links-{time.monotonic_ns()}"
     client = subprocess.Popen(
         [sys.executable, "-m", "comtunnel", "-q", "client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs),
-         "--name", "bench", *[f"--link=p{i}={links / f'p{i}'}" for i in range(ports)]],
+         "--name", "bench", *[f"--link=p{i}={links / f'p{i}'}" for i in range(len(sources))]],
         stdout=log, stderr=log,
     )  # fmt: skip
-    for i in range(ports):
+    for i in range(len(sources)):
         wait_path(links / f"p{i}")
-    time.sleep(0.3 + ports * 0.02)  # channels open after the links exist
-    apps = [PtyApp(str(links / f"p{i}")) for i in range(ports)]
+    time.sleep(settle)
+    apps = [PtyApp(str(links / f"p{i}")) for i in range(len(sources))]
     return Setup(apps, [hub.pid, client.pid], device, _procs_stop([client, hub]))
 
 
@@ -368,7 +372,8 @@ def start_comtunnel_rfc2217(ports: int, tmp: Path) -> Setup:
     s2n = start_ser2net(config, tmp)
     for port in tcp:
         wait_port(port)
-    setup = start_comtunnel_rfc(ports, tmp, tcp, device)
+    # ser2net acknowledges no DTR/RTS on a PTY: the first open waits out those groups once (1 s)
+    setup = comtunnel_pair(tmp, device, [f"rfc2217://127.0.0.1:{t}" for t in tcp], settle=1.5)
     stop = setup.stop
 
     def stop_all() -> None:
@@ -376,30 +381,6 @@ def start_comtunnel_rfc2217(ports: int, tmp: Path) -> Setup:
         _procs_stop([s2n])()
 
     return Setup(setup.apps, [*setup.pids, s2n.pid], device, stop_all)
-
-
-def start_comtunnel_rfc(ports: int, tmp: Path, tcp: list[int], device: DeviceProc) -> Setup:
-    certs = certs_dir(tmp)
-    log = (tmp / f"comtunnel-rfc-{time.monotonic_ns()}.log").open("wb")
-    port = free_port()
-    hub = subprocess.Popen(
-        [sys.executable, "-m", "comtunnel", "-q", "hub", "--listen", f"127.0.0.1:{port}", "--certs", str(certs),
-         "--control-socket", "none", *[f"--port=p{i}=rfc2217://127.0.0.1:{t}" for i, t in enumerate(tcp)]],
-        stdout=log, stderr=log,
-    )  # fmt: skip
-    wait_port(port)
-    links = tmp / f"links-rfc-{time.monotonic_ns()}"
-    client = subprocess.Popen(
-        [sys.executable, "-m", "comtunnel", "-q", "client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs),
-         "--name", "bench", *[f"--link=p{i}={links / f'p{i}'}" for i in range(ports)]],
-        stdout=log, stderr=log,
-    )  # fmt: skip
-    for i in range(ports):
-        wait_path(links / f"p{i}")
-    time.sleep(1.5)  # ser2net acknowledges no DTR/RTS on a PTY: the first open waits out those groups once
-    return Setup(
-        [PtyApp(str(links / f"p{i}")) for i in range(ports)], [hub.pid, client.pid], device, _procs_stop([client, hub])
-    )
 
 
 # --- workloads ---------------------------------------------------------------------------------------
