@@ -512,8 +512,8 @@ def echo(setup: Setup, size: int, count: int, port: int = 0) -> list[float]:
     return samples
 
 
-def fairness(setup: Setup, count: int) -> list[float]:
-    """1-byte echo on port 1 while port 0's device floods its application."""
+def fairness(setup: Setup, count: int, rate: float = 0) -> list[float]:
+    """1-byte echo on port 1 while port 0's device floods its application (unpaced, or at ``rate`` B/s)."""
     flood_size = 512 << 20
     stop = threading.Event()
 
@@ -523,7 +523,7 @@ def fairness(setup: Setup, count: int) -> list[float]:
 
     thread = threading.Thread(target=drain, daemon=True)
     thread.start()
-    setup.device.send("source", ports=[0], bytes=flood_size, rate=0, background=True)
+    setup.device.send("source", ports=[0], bytes=flood_size, rate=rate, background=True)
     setup.device.send("echo", ports=[1])
     time.sleep(0.3)
     app = setup.apps[1]
@@ -671,6 +671,8 @@ def run_peer(
             if ports == 8 and peer.name != "direct PTY":
                 samples = fairness(setup, 300)
                 res.add(peer.name, "fairness_p99_us", percentile(samples, 99))
+                samples = fairness(setup, 300, rate=1.2e6)  # the flood of a 12 Mbaud line
+                res.add(peer.name, "fairness12M_p99_us", percentile(samples, 99))
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -731,7 +733,8 @@ METRICS = [
     ("echo64_p99_us", "64 B echo p99 us", "{:.0f}"),
     ("cpu_s_per_mb", "CPU s/MB", "{:.4f}"),
     ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
-    ("fairness_p99_us", "quiet echo p99 (flood) us", "{:.0f}"),
+    ("fairness_p99_us", "quiet echo p99 (unpaced flood) us", "{:.0f}"),
+    ("fairness12M_p99_us", "quiet echo p99 (12 Mbaud flood) us", "{:.0f}"),
 ]
 
 
