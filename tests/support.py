@@ -44,6 +44,20 @@ def open_app(path: Path) -> int:
     return fd
 
 
+def open_app_seen(path: Path, client: Proc, name: str, timeout: float = 10.0) -> int:
+    """open_app, then wait until the client noticed (inotify): before that, device output is dropped,
+    as it is for any port no application has open."""
+    line = f"{name}: application opened the port"
+    before = client.text().count(line)
+    fd = open_app(path)
+    deadline = time.monotonic() + timeout
+    while client.text().count(line) <= before:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the client did not notice {path} being opened:\n{client.text()}")
+        time.sleep(0.02)
+    return fd
+
+
 def read_exactly(fd: int, size: int, timeout: float = 30.0) -> bytes:
     """Blocking read of `size` bytes from a fd (run in a thread); fails loudly on timeout."""
     out = bytearray()

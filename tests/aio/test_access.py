@@ -8,7 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
-from support import Proc, PtyDevice, comtunnel, open_app, read_exactly, start_client, start_hub, write_all
+from support import (
+    Proc,
+    PtyDevice,
+    comtunnel,
+    open_app_seen,
+    read_exactly,
+    start_client,
+    start_hub,
+    write_all,
+)
 
 from comtunnel.certs import init_certs
 
@@ -49,7 +58,7 @@ def test_revoked_client_is_cut_off_within_5_s_while_others_keep_working(
         bob = client_as(tmp_path, own_certs, procs, hub_port, "bob", f"--link=b={tmp_path / 'b'}")
         alice.wait_for(r"a: open on the hub")
         bob.wait_for(r"b: open on the hub")
-        app_a = open_app(tmp_path / "a")
+        app_a = open_app_seen(tmp_path / "a", alice, "a")
         revoked = subprocess.run(
             comtunnel("certs", "revoke", str(own_certs), "bob"), capture_output=True, text=True, timeout=30
         )
@@ -109,7 +118,10 @@ def test_access_list_refuses_by_port_name_and_monitors_only_watch(
         alice = start_client(tmp_path, certs, procs, hub_port, f"--link=b={tmp_path / 'b-alice'}", name="c2")
         alice.wait_for(r"b: open on the hub")
         hub.wait_for(r"client alice .* watches b \(monitor access\)")
-        app_bob, app_alice = open_app(tmp_path / "b-bob"), open_app(tmp_path / "b-alice")
+        app_bob, app_alice = (
+            open_app_seen(tmp_path / "b-bob", bob, "b"),
+            open_app_seen(tmp_path / "b-alice", alice, "b"),
+        )
         write_all(b.master, b"device says hi")
         assert read_exactly(app_bob, 14, 10) == b"device says hi"
         assert read_exactly(app_alice, 14, 10) == b"device says hi"

@@ -12,7 +12,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import Proc, PtyDevice, comtunnel, open_app, read_exactly, start_client, start_hub, write_all
+from support import (
+    Proc,
+    PtyDevice,
+    comtunnel,
+    open_app,
+    open_app_seen,
+    read_exactly,
+    start_client,
+    start_hub,
+    write_all,
+)
 
 from comtunnel.ports.discovery import PortWatcher, scan
 
@@ -28,6 +38,7 @@ def test_status_shows_sessions_channels_bytes_and_rates(tmp_path: Path, certs: P
     try:
         hub_port = start_hub(tmp_path, certs, procs, f"--port=gps={device.path}", "--port=spare=loop://")
         hub = procs[0]
+        hub.wait_for(r"status: comtunnel status --socket")
         sock = hub.runtime_dir / "comtunnel" / "hub.sock"
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
@@ -93,7 +104,7 @@ def test_prometheus_metrics_from_a_running_hub(tmp_path: Path, certs: Path, proc
         hub_port = start_hub(tmp_path, certs, procs, f"--port=gps={device.path}", f"--metrics=127.0.0.1:{metrics}")
         client = start_client(tmp_path, certs, procs, hub_port, f"--link=gps={tmp_path / 'gps'}")
         client.wait_for(r"gps: open on the hub")
-        app = open_app(tmp_path / "gps")
+        app = open_app_seen(tmp_path / "gps", client, "gps")
         write_all(device.master, b"y" * 1234)
         assert read_exactly(app, 1234, 10) == b"y" * 1234
         time.sleep(1.5)  # the snapshot is refreshed every second

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from faultproxy import FaultProxy
-from support import Proc, PtyDevice, open_app, read_exactly, start_client, start_hub, write_all
+from support import Proc, PtyDevice, open_app_seen, read_exactly, start_client, start_hub, write_all
 
 
 class Transfer:
@@ -90,7 +90,7 @@ def test_cuts_during_two_way_transfers_on_three_ports_lose_and_double_nothing(
         hub_port = start_pair(tmp_path, certs, procs, devices)
         with FaultProxy("127.0.0.1", hub_port) as proxy:
             client = connect_client(tmp_path, certs, procs, proxy.port, names)
-            apps = {n: open_app(tmp_path / n) for n in names}
+            apps = {n: open_app_seen(tmp_path / n, client, n) for n in names}
             size = 4 << 20
             transfers = []
             for n in names:
@@ -123,7 +123,7 @@ def test_link_stalled_without_fin_is_declared_dead_and_the_session_resumes(
         hub_port = start_pair(tmp_path, certs, procs, {"s": device})
         with FaultProxy("127.0.0.1", hub_port) as proxy:
             client = connect_client(tmp_path, certs, procs, proxy.port, ["s"])
-            app = open_app(tmp_path / "s")
+            app = open_app_seen(tmp_path / "s", client, "s")
             proxy.stall()
             stalled = time.monotonic()
             down = Transfer(device.master, app, os.urandom(200_000), rate=20_000, timeout=60)
@@ -148,7 +148,7 @@ def test_hub_killed_and_restarted_the_client_reopens_and_counts_what_it_lost(
     try:
         hub_port = start_pair(tmp_path, certs, procs, {"k": device})
         client = connect_client(tmp_path, certs, procs, hub_port, ["k"])
-        app = open_app(tmp_path / "k")
+        app = open_app_seen(tmp_path / "k", client, "k")
         write_all(app, b"before")
         assert read_exactly(device.master, 6, 10) == b"before"
         procs[0].popen.send_signal(signal.SIGKILL)
@@ -186,7 +186,7 @@ def test_unplugged_device_is_reported_and_reopened_with_its_settings(
     try:
         hub_port = start_hub(tmp_path, certs, procs, f"--port=u={link}")
         client = connect_client(tmp_path, certs, procs, int(hub_port), ["u"])
-        app = open_app(tmp_path / "u")
+        app = open_app_seen(tmp_path / "u", client, "u")
         write_all(app, b"one")
         assert read_exactly(first.master, 3, 10) == b"one"
         link.unlink()  # the USB cable is pulled: the node goes, reads fail
@@ -216,7 +216,7 @@ def test_session_not_resumed_within_the_grace_period_is_closed_and_reopened(
         hub_port = start_pair(tmp_path, certs, procs, {"g": device}, "--grace=1")
         with FaultProxy("127.0.0.1", hub_port) as proxy:
             client = connect_client(tmp_path, certs, procs, proxy.port, ["g"])
-            app = open_app(tmp_path / "g")
+            app = open_app_seen(tmp_path / "g", client, "g")
             proxy.refuse(True)
             proxy.cut()
             procs[0].wait_for(r"client alice did not come back after 1 s: closing g", timeout=10)
@@ -242,7 +242,7 @@ def test_restarted_client_takes_its_held_ports_back_at_once(tmp_path: Path, cert
         second = start_client(tmp_path, certs, procs, str(hub_port), f"--link=r={tmp_path / 'r2'}", name="client2")
         second.wait_for(r"r: open on the hub", timeout=10)
         assert "client alice started a new session" in procs[0].text()
-        app = open_app(tmp_path / "r2")
+        app = open_app_seen(tmp_path / "r2", second, "r")
         write_all(device.master, b"hello")
         assert read_exactly(app, 5, 10) == b"hello"
         os.close(app)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import Proc, PtyDevice, open_app, read_exactly, start_client, start_hub, write_all
+from support import Proc, PtyDevice, open_app, open_app_seen, read_exactly, start_client, start_hub, write_all
 
 
 @pytest.mark.timeout(120)
@@ -19,7 +19,7 @@ def test_64_channels_at_once_each_way_intact(tmp_path: Path, certs: Path, procs:
         hub_port = start_hub(tmp_path, certs, procs, *[f"--port=d{i}={d.path}" for i, d in enumerate(devices)])
         client = start_client(tmp_path, certs, procs, hub_port, f"--link-dir={tmp_path / 'ports'}")  # every port
         client.wait_for(r"d63: open on the hub", timeout=30)
-        apps = [open_app(tmp_path / "ports" / f"d{i}") for i in range(count)]
+        apps = [open_app_seen(tmp_path / "ports" / f"d{i}", client, f"d{i}") for i in range(count)]
         size = 64 * 1024
         payloads = [(os.urandom(size), os.urandom(size)) for _ in range(count)]
         failures: list[str] = []
@@ -68,7 +68,7 @@ def test_application_that_never_reads_stalls_only_its_own_port(tmp_path: Path, c
         )
         client.wait_for(r"other: open on the hub")
         stubborn = open_app(tmp_path / "flood")  # opened, never read
-        app = open_app(tmp_path / "other")
+        app = open_app_seen(tmp_path / "other", client, "other")
         hub_pid, client_pid = procs[0].popen.pid, procs[1].popen.pid
         before = rss_kib(hub_pid), rss_kib(client_pid)
         os.set_blocking(flood.master, False)
