@@ -376,12 +376,21 @@ class Connection:
         try:
             frames = self._decoder.feed(data)
             out: list[ev.Event] = []
+            parts: list[bytes] = []  # consecutive DATA of one channel: one event, one port write
             for frame in frames:
                 event = self._handle(frame)
-                if event is not None:
+                if type(event) is ev.DataReceived:
+                    if parts and out[-1].channel != event.channel:  # type: ignore[attr-defined]
+                        _merge(out, parts)
+                    if not parts:
+                        out.append(event)
+                    parts.append(event.data)
+                elif event is not None:
+                    _merge(out, parts)
                     out.append(event)
                 if self.closed:
                     break
+            _merge(out, parts)
             return out
         except RemoteProtocolError as exc:
             self.goaway(exc.code, str(exc))
@@ -599,6 +608,15 @@ class Connection:
         if ch.state is not ChannelState.OPEN:
             raise RemoteProtocolError(f"{frame.TYPE.name} for channel {frame.channel} in state {ch.state.value}")
         return ch
+
+
+def _merge(out: list[ev.Event], parts: list[bytes]) -> None:
+    """Replace the DataReceived that ``parts`` began with one carrying all of them."""
+    if len(parts) > 1:
+        last = out[-1]
+        assert isinstance(last, ev.DataReceived)
+        out[-1] = ev.DataReceived(last.channel, b"".join(parts))
+    parts.clear()
 
 
 _HANDLERS: dict[type[fr.Frame], Any] = {

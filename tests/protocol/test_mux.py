@@ -301,10 +301,31 @@ def test_large_writes_are_split_into_max_chunks() -> None:
     payload = ALL_BYTES * ((3 * MAX_DATA_CHUNK + 5) // 256 + 1)
     payload = payload[: 3 * MAX_DATA_CHUNK + 5]
     client.send_data(cid, payload)
-    _, h = pump(client, hub)
-    sizes = [len(e.data) for e in h if isinstance(e, ev.DataReceived)]
-    assert sizes == [MAX_DATA_CHUNK] * 3 + [5]
-    assert received(h, cid) == payload
+    wire = client.data_to_send()
+    frames = FrameDecoder().feed(wire)
+    assert [len(f.data) for f in frames if isinstance(f, fr.Data)] == [MAX_DATA_CHUNK] * 3 + [5]
+    # the receiver hands consecutive DATA of one channel on as one event: one port write, not four
+    events = hub.receive_data(wire)
+    assert [len(e.data) for e in events if isinstance(e, ev.DataReceived)] == [len(payload)]
+    assert received(events, cid) == payload
+
+
+def test_data_of_different_channels_and_other_frames_keep_their_order() -> None:
+    client, hub = pair(window=1 << 20)
+    a, b = open_channel(client, hub), open_channel(client, hub)
+    client.send_data(a, b"1")
+    client.send_data(a, b"2")
+    client.send_data(b, b"3")
+    client.request_purge(a, Purge.BOTH)
+    client.send_data(a, b"4")
+    client.send_data(a, b"5")
+    events = hub.receive_data(client.data_to_send())
+    assert events == [
+        ev.DataReceived(a, b"12"),
+        ev.DataReceived(b, b"3"),
+        ev.PurgeRequested(a, Purge.BOTH),
+        ev.DataReceived(a, b"45"),
+    ]
 
 
 def test_output_is_coalesced_into_one_write() -> None:
