@@ -45,8 +45,9 @@ class ControlServer:
 
 async def start_control_server(path: Path, snapshot: Callable[[], dict[str, Any]]) -> ControlServer:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.parent.stat().st_uid == os.geteuid():
-        os.chmod(path.parent, 0o700)
+    if path.parent.stat().st_uid != os.geteuid():  # e.g. a /tmp directory someone else made first
+        raise UsageError(f"{path.parent} belongs to another user; give --control-socket a path of your own")
+    os.chmod(path.parent, 0o700)
     if path.exists() or path.is_symlink():
         if _answers(path):
             raise UsageError(f"another hub is running with control socket {path} (use --control-socket)")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import pwd
 import socket
 import stat
 import subprocess
@@ -24,6 +26,8 @@ from support import (
     write_all,
 )
 
+from comtunnel.aio.control import start_control_server
+from comtunnel.errors import UsageError
 from comtunnel.ports.discovery import PortWatcher, scan
 
 
@@ -164,3 +168,16 @@ def test_hub_with_port_auto_starts_and_is_listed(tmp_path: Path, certs: Path, pr
     """On this machine there may be no serial ports at all: the hub must still start and say so."""
     start_hub(tmp_path, certs, procs, "--port=auto", "--port=extra=loop://")
     procs[0].wait_for(r"--port auto: ")
+
+
+def test_control_socket_refuses_a_directory_of_another_user(tmp_path: Path) -> None:
+    """A control socket in a directory someone else made (a /tmp squatter) could be read or swapped."""
+    squatted = tmp_path / "squatted"
+    squatted.mkdir(mode=0o777)
+    nobody = pwd.getpwnam("nobody")
+    if os.geteuid() == 0:
+        os.chown(squatted, nobody.pw_uid, nobody.pw_gid)
+    elif squatted.stat().st_uid == os.geteuid():
+        squatted = Path("/")  # owned by root: the same situation for a normal user
+    with pytest.raises(UsageError, match="belongs to another user"):
+        asyncio.run(start_control_server(squatted / "hub.sock", dict))
