@@ -42,11 +42,33 @@ CLK = os.sysconf("SC_CLK_TCK")
 # --- processes ------------------------------------------------------------------------------------
 
 
+_spawned: list[subprocess.Popen[Any]] = []
+
+
+def spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+    """Popen, remembered: whatever a failed peer set-up left running is stopped at the end of the run."""
+    proc: subprocess.Popen[Any] = subprocess.Popen(*args, **kwargs)
+    _spawned.append(proc)
+    return proc
+
+
+def stop_all_spawned() -> None:
+    for proc in _spawned:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in _spawned:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class DeviceProc:
     """benchmarks/device.py: N emulated devices; one JSON command in, one JSON answer out."""
 
     def __init__(self, count: int) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [sys.executable, str(HERE / "device.py"), str(count)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -255,14 +277,14 @@ def comtunnel_pair(tmp: Path, device: DeviceProc, sources: list[str], settle: fl
     certs = certs_dir(tmp)
     log = (tmp / f"comtunnel-{time.monotonic_ns()}.log").open("wb")
     port = free_port()
-    hub = subprocess.Popen(
+    hub = spawn(
         [sys.executable, "-m", "comtunnel", "-q", "hub", "--listen", f"127.0.0.1:{port}", "--certs", str(certs),
          "--control-socket", "none", *[f"--port=p{i}={d}" for i, d in enumerate(sources)]],
         stdout=log, stderr=log,
     )  # fmt: skip
     wait_port(port)
     links = tmp / f"links-{time.monotonic_ns()}"
-    client = subprocess.Popen(
+    client = spawn(
         [sys.executable, "-m", "comtunnel", "-q", "client", "--connect", f"127.0.0.1:{port}", "--certs", str(certs),
          "--name", "bench", *[f"--link=p{i}={links / f'p{i}'}" for i in range(len(sources))]],
         stdout=log, stderr=log,
@@ -289,7 +311,7 @@ def ser2net_config(tmp: Path, paths: list[str], rfc2217: bool) -> tuple[Path, li
 def start_ser2net(config: Path, tmp: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("ser2net") or "/usr/sbin/ser2net"
     log = (tmp / "ser2net.log").open("ab")
-    return subprocess.Popen(
+    return spawn(
         [binary, "-n", "-u", "-c", str(config), "-P", str(tmp / f"s2n-{config.stem}.pid")], stdout=log, stderr=log
     )
 
@@ -304,9 +326,7 @@ def start_ser2net_socat(ports: int, tmp: Path) -> Setup:
     for i, port in enumerate(tcp):
         link = tmp / f"s2n-{time.monotonic_ns()}-{i}"
         procs.append(
-            subprocess.Popen(
-                ["socat", f"PTY,link={link},raw,echo=0", f"TCP:127.0.0.1:{port},nodelay"], stderr=subprocess.DEVNULL
-            )
+            spawn(["socat", f"PTY,link={link},raw,echo=0", f"TCP:127.0.0.1:{port},nodelay"], stderr=subprocess.DEVNULL)
         )
         links.append(link)
     for link in links:
@@ -333,7 +353,7 @@ def start_socat_openssl(ports: int, tmp: Path) -> Setup:
     for i, path in enumerate(device.paths):
         port = free_port()
         procs.append(
-            subprocess.Popen(
+            spawn(
                 ["socat", f"OPENSSL-LISTEN:{port},reuseaddr,bind=127.0.0.1,nodelay,cert={certs / 'hub.pem'},"
                  f"cafile={certs / 'ca.crt'},verify=1", f"FILE:{path},raw,echo=0"],
                 stderr=subprocess.DEVNULL,
@@ -342,7 +362,7 @@ def start_socat_openssl(ports: int, tmp: Path) -> Setup:
         wait_port_listen(port)
         link = tmp / f"ssl-{time.monotonic_ns()}-{i}"
         procs.append(
-            subprocess.Popen(
+            spawn(
                 ["socat", f"PTY,link={link},raw,echo=0", f"OPENSSL:127.0.0.1:{port},nodelay,cert={certs / 'bench.pem'},"
                  f"cafile={certs / 'ca.crt'},commonname=127.0.0.1"],
                 stderr=subprocess.DEVNULL,
@@ -618,6 +638,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except Exception as exc:  # one peer failing must not end the run
             res.skipped[peer.name] = f"failed: {type(exc).__name__}: {exc}"
             print(f"  skipped: {exc}", file=sys.stderr)
+    shutil.rmtree(tmp, ignore_errors=True)
     return {"results": res, "seconds": time.monotonic() - started, "bauds": bauds, "port_counts": port_counts}
 
 
@@ -831,7 +852,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="repetitions per figure (default 3)")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="where JSON, Markdown, PNGs go")
     args = parser.parse_args()
-    data = run(args)
+    try:
+        data = run(args)
+    finally:
+        stop_all_spawned()
     args.out.mkdir(parents=True, exist_ok=True)
     res: Results = data["results"]
     (args.out / "results.json").write_text(
