@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tty
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+
+import serial
 
 from comtunnel.aio.client import Client, LinkSpec
 from comtunnel.aio.hub import Hub, PortSpec
@@ -211,3 +215,60 @@ def start_client(tmp: Path, certs: Path, procs: list[Proc], hub_port: str, *args
     )
     procs.append(client)
     return client
+
+
+class EchoDevice(PtyDevice):
+    """A PTY 'device' that sends back everything it receives (a thread on the master side)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.echoed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"echo {self.path}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                data = os.read(self.master, 65536)
+                write_all(self.master, data)
+            except OSError:
+                return
+            self.echoed += len(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        super().close()
+
+
+def payload(seed: int, size: int) -> bytes:
+    """Random bytes with every byte value in them (0x00, 0xFF, XON/XOFF, CR/LF...)."""
+    data = bytearray(random.Random(seed).randbytes(max(0, size - 256)))
+    data[len(data) // 2 : len(data) // 2] = bytes(range(256))
+    return bytes(data[:size])
+
+
+def echo_cycle(link: Path, seed: int, size: int) -> None:
+    """Open, tty.setraw() (TCSAFLUSH), write at once, read the whole echo, close."""
+    fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
+    try:
+        tty.setraw(fd)
+        data = payload(seed, size)
+        write_all(fd, data)
+        got = read_exactly(fd, len(data), timeout=10)
+        assert got == data, f"open {seed}: the echo differs"
+    finally:
+        os.close(fd)
+
+
+def pyserial_cycle(link: Path, seed: int, size: int) -> None:
+    """pyserial's open flushes (reset_input_buffer); the reply to what follows must be whole."""
+    with serial.Serial(str(link), 115200, timeout=10) as port:
+        data = payload(seed, size)
+        port.write(data)
+        got = port.read(len(data))
+        assert got == data, f"open {seed}: {len(got)} of {len(data)} bytes came back"

@@ -59,6 +59,9 @@ def test_forwards_4_mib_intact() -> None:
         sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
         assert roundtrip(sock, data) == data
         sock.close()
+        deadline = time.monotonic() + 5  # the proxy counts after its send returns: the echo may be faster
+        while proxy.bytes_down < len(data) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert proxy.bytes_up == len(data) and proxy.bytes_down == len(data)
 
 

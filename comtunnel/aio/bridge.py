@@ -1,24 +1,31 @@
-"""Joins one tunnel channel to one serial port: the one place back-pressure is decided.
+"""Joins one tunnel channel to one serial port: the one place back-pressure and ordering are decided.
 
 Port -> tunnel: bytes go out within the channel's send window. When a read brings more than the
 window allows, the rest waits here and the port is paused until a WINDOW frame arrives, so a
-stalled far side stops this port without touching the others.
+stalled far side stops this port without touching the others. Line operations the local side
+makes (the client's application: termios, tcflush, DTR/RTS) wait behind the bytes it wrote
+before them (:meth:`send_operation`), so they leave in the order the application made them.
 
-Tunnel -> port: bytes are handed to the port's write buffer at once (the peer's window bounds
-them); credit goes back to the peer only when the port has really taken them (``port_drained``),
-so a slow device slows its sender instead of filling our memory.
+Tunnel -> port: bytes and operations go through one :class:`~comtunnel.aio.port_queue.PortQueue`
+in wire order. Credit goes back to the peer only when bytes have really reached the port
+(written and drained), so a slow device slows its sender instead of filling our memory, and the
+window bounds the queue.
 
 While the connection is down (``suspend``) the channel keeps its identity for a resumed session.
-A port we can hold back (an application's PTY) is paused: the application sees a pause. A port
-that cannot be held back (a device talking on its own) keeps being read into a buffer of at most
-``replay_bound`` bytes, less what the tunnel itself still holds unconfirmed; past it the oldest
-bytes go and are counted in ``lost``, never silently.
+A port we can hold back (an application's PTY, a PTY or socket device, a line with flow control)
+is paused. A port that cannot be held back (a UART talking on its own) keeps being read into a
+buffer of ``replay_bound`` bytes on top of what the tunnel itself still holds unconfirmed; past it
+the oldest bytes go, counted in ``lost`` and logged with how long the peer had been away.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
+from collections.abc import Callable
 
+from comtunnel.aio.port_queue import PortQueue
 from comtunnel.aio.tunnel import Tunnel
 from comtunnel.errors import PortError
 from comtunnel.ports.base import SerialPort
@@ -27,12 +34,12 @@ from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings
 
 log = logging.getLogger(__name__)
 
+#: A queued operation for the tunnel: sends its frame when every byte before it has been sent.
+Outgoing = Callable[[], None]
+
 
 class ChannelBridge:
     """Base bridge; the hub and client subclasses add what their side does with control events."""
-
-    #: Keep reading the port while suspended (True: a device, which cannot wait; False: an application).
-    reads_while_suspended = True
 
     def __init__(
         self, tunnel: Tunnel, channel: int, name: str, port: SerialPort, *, replay_bound: int = DEFAULT_REPLAY_BOUND
@@ -45,11 +52,26 @@ class ChannelBridge:
         self.bytes_to_port = 0
         self.bytes_from_port = 0
         self.lost = 0  # bytes from the port dropped because a suspension outlasted the replay bound
-        self._pending = bytearray()  # read from the port, waiting for window (or for a connection)
+        self.to_port = PortQueue(port, self._port_took, self.port_lost)
+        self._outbox: deque[bytearray | Outgoing] = deque()  # waiting for window, or for a connection
+        self._outbox_bytes = 0
         self._paused = False
-        self._unacknowledged = 0  # received from the tunnel, not yet taken by the port
+        self._unacknowledged = 0  # reached the port, credit not yet returned
+        self._suspended_at = 0.0
+        self._lost_before = 0  # ``lost`` when the last suspension began
         self.closed = False
         self.suspended = False
+
+    @property
+    def reads_while_suspended(self) -> bool:
+        """Keep reading while the peer is away: a UART talking on its own (into the replay bound);
+        a port that can wait (a PTY, a socket, a line with flow control) is paused instead."""
+        return not self.port.holds_back
+
+    @property
+    def pending_bytes(self) -> int:
+        """Read from the port, not yet sent."""
+        return self._outbox_bytes
 
     # --- port -> tunnel ----------------------------------------------------------------------
 
@@ -57,28 +79,69 @@ class ChannelBridge:
         if self.closed:
             return
         self.bytes_from_port += len(data)
-        if self.suspended:
-            self._buffer_while_suspended(data)
-            return
-        if self._pending:
-            self._pending += data
-        else:
+        if not self._outbox and not self.suspended:
             sent = self._send_within_window(data)
-            if sent < len(data):
-                self._pending += memoryview(data)[sent:]
-        if self._pending and not self._paused:
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]  # type: ignore[assignment]
+        self._queue_bytes(data)
+        if self.suspended:
+            self._bound_while_suspended()
+            if self.reads_while_suspended:
+                return
+        if not self._paused:
             self._paused = True
             self.port.pause_reading()
 
-    def _buffer_while_suspended(self, data: bytes) -> None:
-        self._pending += data
-        room = max(0, self.replay_bound - self.tunnel.conn.unacknowledged(self.channel))
-        excess = len(self._pending) - room
-        if excess > 0:
-            if not self.lost:
-                log.warning("%s: disconnected for too long: dropping the oldest device output", self.name)
-            del self._pending[:excess]
-            self.lost += excess
+    def _queue_bytes(self, data: bytes | memoryview) -> None:
+        tail = self._outbox[-1] if self._outbox else None
+        if isinstance(tail, bytearray):
+            tail += data
+        else:
+            self._outbox.append(bytearray(data))
+        self._outbox_bytes += len(data)
+
+    def send_operation(self, send: Outgoing) -> None:
+        """Send a frame now, or once the bytes the port produced before it have been sent."""
+        if self.closed:
+            return
+        if self._outbox or self.suspended:
+            self._outbox.append(send)
+            return
+        send()
+        self.tunnel.flush_soon()
+
+    def drop_unsent(self) -> int:
+        """Discard the port's bytes that were not sent yet (a flush); operations stay in place."""
+        dropped = self._outbox_bytes
+        if dropped:
+            self._outbox = deque(item for item in self._outbox if not isinstance(item, bytearray))
+            self._outbox_bytes = 0
+            self._resume_if_empty()
+        return dropped
+
+    def _bound_while_suspended(self) -> None:
+        # The bound comes on top of the window: what the tunnel holds unconfirmed is not counted.
+        excess = self._outbox_bytes - self.replay_bound
+        if excess <= 0:
+            return
+        if self.lost == self._lost_before:
+            log.warning(
+                "%s: the peer has been away for %.1f s and %d bytes of output are waiting: "
+                "dropping the oldest (the replay bound)",
+                self.name,
+                time.monotonic() - self._suspended_at,
+                self._outbox_bytes,
+            )
+        self.lost += excess
+        self._outbox_bytes -= excess
+        for item in self._outbox:
+            if isinstance(item, bytearray):
+                cut = min(excess, len(item))
+                del item[:cut]
+                excess -= cut
+                if not excess:
+                    break
 
     def _send_within_window(self, data: bytes | memoryview) -> int:
         conn = self.tunnel.conn
@@ -91,32 +154,43 @@ class ChannelBridge:
     def window_opened(self) -> None:
         if self.suspended or self.closed:
             return
-        if self._pending:
-            sent = self._send_within_window(memoryview(self._pending))
-            del self._pending[:sent]
-        if not self._pending and self._paused:
+        outbox = self._outbox
+        while outbox:
+            head = outbox[0]
+            if isinstance(head, bytearray):
+                sent = self._send_within_window(memoryview(head)) if head else 0
+                del head[:sent]
+                self._outbox_bytes -= sent
+                if head:
+                    break
+            else:
+                head()
+                self.tunnel.flush_soon()
+            outbox.popleft()
+        self._resume_if_empty()
+
+    def _resume_if_empty(self) -> None:
+        if not self._outbox_bytes and self._paused and not (self.suspended and not self.reads_while_suspended):
             self._paused = False
             self.port.resume_reading()
-        elif self._pending and not self._paused:
-            self._paused = True
-            self.port.pause_reading()
 
     # --- tunnel -> port ----------------------------------------------------------------------
 
     def deliver(self, data: bytes) -> None:
-        if self.closed:
-            return
-        try:
-            self.port.write(data)
-        except PortError as exc:
-            self.port_lost(exc)
-            return
-        self.bytes_to_port += len(data)
-        self._unacknowledged += len(data)
+        if not self.closed:
+            self.to_port.write(data)
+
+    def _port_took(self, size: int) -> None:
+        self.bytes_to_port += size
+        self._unacknowledged += size
         if self.port.write_buffer_size == 0:
-            self.port_drained()
+            self._return_credit()
 
     def port_drained(self) -> None:
+        self.to_port.port_drained()
+        self._return_credit()
+
+    def _return_credit(self) -> None:
         if self._unacknowledged and not self.closed:
             # On a suspended channel this only counts: the next RESUME carries the consumed offset.
             self.tunnel.conn.consume(self.channel, self._unacknowledged)
@@ -130,6 +204,8 @@ class ChannelBridge:
         if self.closed or self.suspended:
             return
         self.suspended = True
+        self._suspended_at = time.monotonic()
+        self._lost_before = self.lost
         if self.reads_while_suspended:
             if self._paused:
                 self._paused = False
@@ -142,9 +218,13 @@ class ChannelBridge:
         """The session continues on ``tunnel``, same channel id; send what piled up."""
         self.tunnel = tunnel
         self.suspended = False
-        self._paused = not self.reads_while_suspended  # as suspend() left the port
+        if self.lost > self._lost_before:
+            away = time.monotonic() - self._suspended_at
+            dropped = self.lost - self._lost_before
+            log.warning("%s: back after %.1f s; %d bytes of output were dropped meanwhile", self.name, away, dropped)
+        self._paused = True  # whatever suspend() left, window_opened resumes the port when it is empty
         self.window_opened()
-        self.port_drained()
+        self._return_credit()
 
     # --- the rest of PortListener: overridden where a side cares ---------------------------------
 
@@ -170,5 +250,6 @@ class ChannelBridge:
         """Stop passing data; the channel is gone (the port's owner decides whether to close it)."""
         self.closed = True
         self.suspended = False
-        self._pending.clear()
+        self._outbox.clear()
+        self._outbox_bytes = 0
         self._unacknowledged = 0

@@ -77,8 +77,6 @@ class ClientChannel(ChannelBridge):
     def __init__(self, client: Client, name: str, port: SerialPort, settings: PortSettings, virtual: bool):
         # Unbound until the hub opens the channel; ``closed`` keeps every path off the tunnel till then.
         super().__init__(cast(Tunnel, None), 0, name, port, replay_bound=client.replay_bound)
-        # An application's PTY can be held back while we are away; a real attached port cannot.
-        self.reads_while_suspended = not virtual
         self.client = client
         self.settings = settings
         self.virtual = virtual
@@ -108,47 +106,41 @@ class ClientChannel(ChannelBridge):
 
     def lose(self, unconfirmed: int, why: str) -> None:
         """The session is gone for this channel: count what may not have arrived, reopen afresh."""
-        lost = unconfirmed + len(self._pending)
+        lost = unconfirmed + self.pending_bytes
         self.unconfirmed_lost += lost
         if lost:
             log.warning("%s: %s: %d bytes the application wrote may not have reached the device", self.name, why, lost)
         self.unbind("reopening")
 
-    def resend_state(self) -> None:
-        """After a resumption: what the application did to its port while we were away."""
-        conn = self.tunnel.conn
-        conn.request_settings(self.channel, self.settings)
-        conn.request_control(self.channel, self.open_request())
-
     def open_request(self) -> ControlRequest:
         return ControlRequest(dtr=self.app_is_open, rts=self.app_is_open)
 
-    # --- what the application did --------------------------------------------------------------
+    # --- what the application did: in its place among the bytes it wrote ---------------------------
 
     def app_settings(self, settings: PortSettings) -> None:
         self.settings = settings
-        if self.live:
+        if not self.closed:
             log.info("%s: application set %s", self.name, settings.short())
-            self.tunnel.conn.request_settings(self.channel, settings)
-            self.tunnel.flush_soon()
+            self.send_operation(lambda: self.tunnel.conn.request_settings(self.channel, settings))
 
     def app_open(self, is_open: bool) -> None:
         """HUPCL semantics: the app's open raises DTR/RTS, its last close drops them (Arduino reset)."""
         self.app_is_open = is_open
         log.info("%s: application %s the port", self.name, "opened" if is_open else "closed")
-        if self.live:
-            self.tunnel.conn.request_control(self.channel, self.open_request())
-            self.tunnel.flush_soon()
+        request = self.open_request()
+        if not self.closed:
+            self.send_operation(lambda: self.tunnel.conn.request_control(self.channel, request))
 
     def app_control(self, request: ControlRequest) -> None:
-        if self.live:
-            self.tunnel.conn.request_control(self.channel, request)
-            self.tunnel.flush_soon()
+        if not self.closed:
+            self.send_operation(lambda: self.tunnel.conn.request_control(self.channel, request))
 
     def app_purge(self, which: Purge) -> None:
-        if self.live:
-            self.tunnel.conn.request_purge(self.channel, which)
-            self.tunnel.flush_soon()
+        if self.closed:
+            return
+        if which & Purge.TRANSMIT:
+            self.drop_unsent()  # the application flushed its output: what we hold of it goes too
+        self.send_operation(lambda: self.tunnel.conn.request_purge(self.channel, which))
 
     def port_lost(self, exc: PortError | None) -> None:
         log.error("%s: local port failed: %s", self.name, exc)
@@ -498,7 +490,6 @@ class Client:
                     channel = self._by_id[cid]
                     channel.resume(self.tunnel)
                     channel.state = "open"
-                    channel.resend_state()
                 for cid, unconfirmed in lost.items():
                     self._by_id.pop(cid).lose(unconfirmed, "the hub did not keep the channel")
                 log.info("session resumed: %s", ", ".join(self._by_id[c].name for c in kept) or "no channels")

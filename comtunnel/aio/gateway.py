@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
+from comtunnel.aio.port_queue import Operation, PortQueue
 from comtunnel.errors import PortError, PortNotSupported
 from comtunnel.ports.base import SerialPort
 from comtunnel.ports.network import NetworkServerPort
@@ -30,31 +32,31 @@ class _Side:
         self.gateway = gateway
         self.is_app = is_app
 
-    def _peer(self) -> SerialPort | None:
-        return self.gateway.device if self.is_app else self.gateway.app
-
-    def _own(self) -> SerialPort | None:
-        return self.gateway.app if self.is_app else self.gateway.device
-
     def port_data(self, data: bytes) -> None:
-        peer, own = self._peer(), self._own()
-        if peer is None or own is None:
+        gateway = self.gateway
+        if self.is_app:
+            if gateway.to_device is not None:
+                gateway.to_device.write(data)
+                gateway.check_app_backpressure()
             return
         try:
-            peer.write(data)
-        except PortError as exc:
-            self.gateway.device_failed(exc)
+            gateway.app.write(data)
+        except PortError:
             return
-        if peer.write_buffer_size:
-            own.pause_reading()
+        if gateway.app.write_buffer_size and gateway.device is not None:
+            gateway.device.pause_reading()
 
     def port_drained(self) -> None:
-        peer = self._peer()
-        if peer is not None:
-            peer.resume_reading()
+        gateway = self.gateway
+        if self.is_app:
+            if gateway.device is not None:
+                gateway.device.resume_reading()
+        elif gateway.to_device is not None:
+            gateway.to_device.port_drained()
+            gateway.check_app_backpressure()
 
     def port_modem(self, lines: ModemLines) -> None:
-        if not self.is_app and isinstance(self.gateway.app, NetworkServerPort):
+        if not self.is_app:
             self.gateway.app.set_modem_lines(lines)
 
     def port_lost(self, exc: PortError | None) -> None:
@@ -62,7 +64,7 @@ class _Side:
             self.gateway.device_failed(exc)
 
     def app_settings(self, settings: PortSettings) -> None:
-        self.gateway.run(self.gateway.apply_settings(settings))
+        self.gateway.submit(Operation(lambda: self.gateway.apply_settings(settings), True, "settings"))
 
     def app_open(self, is_open: bool) -> None:
         if is_open:
@@ -72,31 +74,36 @@ class _Side:
             self.gateway.run(self.gateway.close_device())
 
     def app_purge(self, which: Purge) -> None:
-        if self.gateway.device is not None:
-            self.gateway.run(self.gateway.device.purge(which))
+        self.gateway.submit(Operation(lambda: self.gateway.purge(which), False, "purge"))
 
     def app_control(self, request: ControlRequest) -> None:
-        self.gateway.run(self.gateway.set_control(request))
+        self.gateway.submit(Operation(lambda: self.gateway.set_control(request), True, "control lines"))
 
 
 class LocalGateway:
+    """One hub port served to one TCP client at a time. What the client sends (bytes, line changes)
+    reaches the device in its order through a :class:`PortQueue`; opening and closing the device
+    are serialized so a quick reconnect never overlaps the previous client's close."""
+
     def __init__(self, hub: Hub, spec: PortSpec, app: NetworkServerPort) -> None:
         self.hub = hub
         self.spec = spec
         self.app = app
         self.device: SerialPort | None = None
+        self.to_device: PortQueue | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._holder: Holder | None = None
+        self._app_paused = False
 
     async def start(self) -> None:
         await self.app.open(_Side(self, is_app=True))
 
-    def run(self, coro: object) -> None:
+    def run(self, coro: Coroutine[Any, Any, None]) -> None:
         async def serialized() -> None:
             async with self._lock:
                 try:
-                    await coro  # type: ignore[misc]
+                    await coro
                 except PortNotSupported as exc:
                     log.info("%s: %s", self.spec.name, exc)
                 except PortError as exc:
@@ -105,6 +112,25 @@ class LocalGateway:
         task = asyncio.get_running_loop().create_task(serialized())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def submit(self, operation: Operation) -> None:
+        if self.to_device is not None:
+            self.to_device.submit(operation)
+            self.check_app_backpressure()
+
+    def check_app_backpressure(self) -> None:
+        """Pause the TCP client while its bytes wait (behind an operation, or in the device's buffer)."""
+        queue, device = self.to_device, self.device
+        waiting = queue is not None and device is not None and bool(queue.queued_bytes or device.write_buffer_size)
+        if waiting != self._app_paused:
+            self._app_paused = waiting
+            if waiting:
+                self.app.pause_reading()
+            else:
+                self.app.resume_reading()
+
+    def _written(self, size: int) -> None:
+        self.check_app_backpressure()
 
     async def open_device(self) -> None:
         holder = self.hub.holders.get(self.spec.name)
@@ -121,8 +147,10 @@ class LocalGateway:
             self.app.refuse_current(str(exc))
             return
         self.device = device
+        self.to_device = PortQueue(device, self._written, self.device_failed)
         self.app.settings = await self._safe_apply(self.app.settings)
         self.app.set_modem_lines(device.modem_lines())
+        self._app_paused = False
         self.app.resume_reading()
         log.info("%s: %s has %s", self.spec.name, self.app.peer, self.spec.device)
 
@@ -140,12 +168,31 @@ class LocalGateway:
             await self.app.apply_settings(applied)
 
     async def set_control(self, request: ControlRequest) -> None:
-        if self.device is not None:
+        if self.device is None:
+            return
+        try:
             state = await self.device.set_control(request)
-            await self.app.set_control(ControlRequest(state.dtr, state.rts, state.break_))
+        except PortNotSupported as exc:
+            log.info("%s: %s", self.spec.name, exc)
+            return
+        except PortError as exc:
+            log.warning("%s: %s", self.spec.name, exc)
+            return
+        await self.app.set_control(ControlRequest(state.dtr, state.rts, state.break_))
+
+    async def purge(self, which: Purge) -> None:
+        if self.device is None:
+            return
+        try:
+            await self.device.purge(which)
+        except PortError as exc:
+            log.warning("%s: %s", self.spec.name, exc)
 
     async def close_device(self) -> None:
-        device, self.device = self.device, None
+        device, queue = self.device, self.to_device
+        self.device = self.to_device = None
+        if queue is not None:
+            await queue.close()
         if device is not None:
             await device.close()
         self._release()

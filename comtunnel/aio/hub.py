@@ -23,6 +23,7 @@ from typing import Any, cast
 from comtunnel.access import Access, AccessPolicy, RevocationList
 from comtunnel.aio.bridge import ChannelBridge
 from comtunnel.aio.gateway import LocalGateway
+from comtunnel.aio.port_queue import Operation
 from comtunnel.aio.tls_layer import TlsLayer
 from comtunnel.aio.tunnel import Tunnel
 from comtunnel.errors import PortError, PortNotSupported, UsageError
@@ -420,11 +421,11 @@ class HubSession:
             case ev.ChannelOpenRequested():
                 self._open(event)
             case ev.SettingsRequested(channel, settings):
-                self.channels[channel].run(self.channels[channel].apply_settings(settings))
+                self.channels[channel].request_settings(settings)
             case ev.ControlRequested(channel, request):
-                self.channels[channel].run(self.channels[channel].set_control(request))
+                self.channels[channel].request_control(request)
             case ev.PurgeRequested(channel, which):
-                self.channels[channel].run(self.channels[channel].purge(which))
+                self.channels[channel].request_purge(which)
             case ev.ChannelClosed(channel, _, message, by_peer):
                 self._forget(channel, f"closed by the client: {message}" if by_peer else message)
             case ev.ChannelProblem(channel, _, message):
@@ -539,6 +540,10 @@ class HubSession:
         self.hub.sessions.discard(new)
         self.hub.by_token.pop(new.token, None)
         self.hub.sessions.add(self)
+        # The connection's slot moves with it: ``new`` is no session any more, and when this
+        # connection ends, tunnel_lost() is called on us and frees the slot.
+        self.hub.live.discard(new)
+        self.hub.live.add(self)
         if new._hello_timer is not None:
             new._hello_timer.cancel()
         for cid in dropped:
@@ -682,11 +687,13 @@ class HubSession:
 
 
 class HubChannel(ChannelBridge):
-    """A channel whose port is a device on this machine: apply what the client asks, report back.
+    """A channel whose port is a device on this machine: apply what the client asks, in wire order.
 
+    Writes and the client's line operations share the channel's :class:`PortQueue`, so a purge,
+    a baud change or a DTR pulse takes effect exactly between the bytes it came between.
     A device that disappears (unplugged: read error, EIO) leaves the channel up in a "gone" state:
-    the client is told, what it sends waits here unacknowledged (its window stops it), and the
-    device is reopened with the last line settings when its path is back.
+    the client is told, the queue holds what it sends (unacknowledged: its window stops it), and the
+    device is reopened with the last line settings when its path is back; the queue then goes on.
     """
 
     monitor = False
@@ -700,15 +707,9 @@ class HubChannel(ChannelBridge):
         self.settings = PortSettings()
         self.control = control  # the lines as last asked, for a reopen
         self.gone = False
-        self._to_device = bytearray()  # arrived while the device was gone
-        self._lock = asyncio.Lock()  # control requests apply in the order they came
         self._reported: set[str] = set()
         self._modem: ModemLines | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def pending_bytes(self) -> int:
-        return len(self._pending)
 
     def port_data(self, data: bytes) -> None:
         watchers = None if self.monitor else self.session.hub.watchers.get(self.name)
@@ -717,24 +718,26 @@ class HubChannel(ChannelBridge):
                 watcher.feed(data)
         super().port_data(data)
 
-    def run(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self._serialized(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    # --- the client's operations, in wire order ---------------------------------------------------
 
-    async def _serialized(self, coro: Any) -> None:
-        async with self._lock:
-            if self.closed:
-                coro.close()
-                return
-            try:
-                await coro
-            except PortNotSupported as exc:
-                self._report_once(str(exc), exc.code, str(exc))
-            except PortError as exc:
-                self.tunnel.conn.report_problem(self.channel, exc.code, str(exc))
-                log.warning("%s: %s", self.name, exc)
-            self.tunnel.flush_soon()
+    def request_settings(self, settings: PortSettings) -> None:
+        self.to_port.submit(Operation(lambda: self._guarded(self._apply_settings(settings)), True, "settings"))
+
+    def request_control(self, request: ControlRequest) -> None:
+        self.to_port.submit(Operation(lambda: self._guarded(self._set_control(request)), True, "control lines"))
+
+    def request_purge(self, which: Purge) -> None:
+        self.to_port.submit(Operation(lambda: self._guarded(self._purge(which)), False, "purge"))
+
+    async def _guarded(self, operation: Coroutine[Any, Any, None]) -> None:
+        try:
+            await operation
+        except PortNotSupported as exc:
+            self._report_once(str(exc), exc.code, str(exc))
+        except PortError as exc:
+            self.tunnel.conn.report_problem(self.channel, exc.code, str(exc))
+            log.warning("%s: %s", self.name, exc)
+        self.tunnel.flush_soon()
 
     def _report_once(self, key: str, code: ErrorCode, message: str) -> None:
         if key not in self._reported:
@@ -749,26 +752,25 @@ class HubChannel(ChannelBridge):
             self._report_once("settings", exc.code, str(exc))
             return requested
 
-    async def apply_settings(self, settings: PortSettings) -> None:
-        self.settings = settings if self.gone else await self.port.apply_settings(settings)
+    async def _apply_settings(self, settings: PortSettings) -> None:
+        self.settings = await self.port.apply_settings(settings)
         log.info("%s: line settings %s", self.name, self.settings.short())
         self.tunnel.conn.report_settings(self.channel, self.settings)
 
-    async def set_control(self, request: ControlRequest) -> None:
+    async def _set_control(self, request: ControlRequest) -> None:
         self.control = ControlRequest(
             dtr=self.control.dtr if request.dtr is None else request.dtr,
             rts=self.control.rts if request.rts is None else request.rts,
             break_=None,  # a BREAK is not restored on a reopen
         )
-        if self.gone:
-            return
         state = await self.port.set_control(request)
         log.info("%s: DTR=%s RTS=%s BREAK=%s", self.name, *_onoff(state.dtr, state.rts, state.break_))
         self.tunnel.conn.report_control(self.channel, state)
 
-    async def purge(self, which: Purge) -> None:
-        if not self.gone:
-            await self.port.purge(which)
+    async def _purge(self, which: Purge) -> None:
+        if which & Purge.RECEIVE:
+            self.drop_unsent()  # device input read before the purge and not yet sent goes with it
+        await self.port.purge(which)
 
     def port_modem(self, lines: ModemLines) -> None:
         if lines != self._modem and not self.closed:
@@ -787,27 +789,19 @@ class HubChannel(ChannelBridge):
 
     # --- the device going and coming back ---------------------------------------------------------
 
-    def deliver(self, data: bytes) -> None:
-        if self.gone:
-            self._to_device += data  # not consumed: the client's window holds it back
-            return
-        super().deliver(data)
-
     def port_lost(self, exc: PortError | None) -> None:
         if self.closed or self.gone:
             return
         message = str(exc) if exc else "device closed"
         log.warning("%s: %s; waiting for %s to come back", self.name, message, self.spec.device)
         self.gone = True
+        self.to_port.hold()
         self._modem = ModemLines.NONE
         conn = self.tunnel.conn
         conn.report_channel_state(self.channel, "gone", message)
         conn.report_modem(self.channel, ModemLines.NONE)  # carrier loss, for RFC 2217 clients
         self.tunnel.flush_soon()
-        self._start(self._reopen())
-
-    def _start(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = asyncio.get_running_loop().create_task(self._reopen())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -838,13 +832,11 @@ class HubChannel(ChannelBridge):
             conn.report_channel_state(self.channel, "open", f"device {device} is back")
             conn.report_settings(self.channel, self.settings)
             self.port_modem(port.modem_lines())
-            if self._to_device:
-                held, self._to_device = bytes(self._to_device), bytearray()
-                self.deliver(held)
-            if self.suspended:
+            self.to_port.release(port)
+            if self.suspended and self.reads_while_suspended:
                 self.port.resume_reading()
             else:
-                self._paused = False
+                self._paused = True
                 self.window_opened()
             self.tunnel.flush_soon()
             return
@@ -852,6 +844,7 @@ class HubChannel(ChannelBridge):
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        await self.to_port.close()
         if not self.gone:
             await self.port.close()
 

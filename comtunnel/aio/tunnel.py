@@ -22,6 +22,9 @@ from comtunnel.protocol.mux import Connection
 
 log = logging.getLogger(__name__)
 
+#: Credit for less than half a window goes back after this long at the latest (a quiet line).
+CREDIT_DELAY = 0.1
+
 
 class TunnelHandler(Protocol):
     def tunnel_event(self, event: ev.Event) -> None: ...
@@ -75,6 +78,7 @@ class Tunnel(asyncio.Protocol):
         self._keepalive = KeepAlive(self._loop.time(), interval=ping_interval, timeout=dead_timeout)
         self._timer: asyncio.TimerHandle | None = None
         self._pings = 0
+        self._credit_timer: asyncio.TimerHandle | None = None
         self.dead = False  # we gave up on a silent peer
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -118,6 +122,9 @@ class Tunnel(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._credit_timer is not None:
+            self._credit_timer.cancel()
+            self._credit_timer = None
         if self.dead and exc is None:
             exc = TimeoutError(f"no data from the {self.peer} for {self._keepalive.timeout:g} s")
         if not self.handshake.done():
@@ -175,6 +182,13 @@ class Tunnel(asyncio.Protocol):
         if data and self.transport is not None and not self.transport.is_closing():
             self.bytes_out += len(data)
             self.transport.write(data)
+        if self.conn.credit_owed and self._credit_timer is None and self.transport is not None:
+            self._credit_timer = self._loop.call_later(CREDIT_DELAY, self._return_credit)
+
+    def _return_credit(self) -> None:
+        self._credit_timer = None
+        self.conn.return_credit()
+        self.flush()
 
     def close(self, code: ErrorCode = ErrorCode.NORMAL, message: str = "") -> None:
         """Say GOAWAY and close after the queued bytes are written."""

@@ -56,6 +56,12 @@ class SerialPort(abc.ABC):
     #: A short human description for logs and status, e.g. '/dev/ttyUSB0' or 'loop://'.
     description: str = ""
 
+    @property
+    def holds_back(self) -> bool:
+        """Pausing reads holds the far end back instead of losing its bytes (a PTY, a socket, a line
+        with flow control): such a port is paused, not read into a buffer, while its peer is away."""
+        return False
+
     @abc.abstractmethod
     async def open(self, listener: PortListener) -> None:
         """Open the port and start delivering callbacks. Raises PortBusy / PortUnavailable."""
@@ -77,7 +83,8 @@ class SerialPort(abc.ABC):
 
     @abc.abstractmethod
     async def apply_settings(self, settings: PortSettings) -> PortSettings:
-        """Apply line settings; return the settings actually in effect afterwards.
+        """Apply line settings after the output written before has been sent (TCSADRAIN); return
+        the settings actually in effect afterwards.
 
         A setting the port cannot hold (parity on a PTY) is simply not in the returned value;
         an outright failure raises PortError and leaves the previous settings in effect.
@@ -85,14 +92,14 @@ class SerialPort(abc.ABC):
 
     @abc.abstractmethod
     async def set_control(self, request: ControlRequest) -> ControlState:
-        """Change DTR/RTS/BREAK; return the state in effect.
+        """Change DTR/RTS/BREAK after the output written before has been sent; return the state in effect.
 
         Raises PortNotSupported (after applying what it could) when the device has no such line.
         """
 
     @abc.abstractmethod
     async def purge(self, which: Purge) -> None:
-        """Discard the port's receive and/or transmit buffers."""
+        """Discard the port's receive and/or transmit buffers: what came before, never what follows."""
 
     @abc.abstractmethod
     def modem_lines(self) -> ModemLines:

@@ -253,11 +253,35 @@ class DevicePort(SerialPort):
             if self._held and self._loop is not None:
                 self._loop.call_soon(self._release_held)
 
+    @property
+    def holds_back(self) -> bool:
+        if self.settings.rtscts or self.settings.xonxoff:
+            return True  # the device is told to wait (RTS low, XOFF) when we stop reading
+        if self.url.startswith(("socket://", "loop://")):
+            return True
+        return self._ioctl_fd is not None and _is_pty(self._ioctl_fd)
+
+    async def _output_sent(self) -> None:
+        """Wait on the loop (cancellable, unlike tcdrain) until the tty's output queue is empty;
+        the worker's tcdrain then only waits for the last characters in the UART."""
+        fd = self._ioctl_fd
+        delay = 0.001
+        while fd is not None and not self._closed:
+            try:
+                queued = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, bytes(4)))[0]
+            except OSError:
+                return
+            if queued <= 0:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
     async def apply_settings(self, settings: PortSettings) -> PortSettings:
         ser = self._require_open()
         async with self._ops:
+            await self._output_sent()
             try:
-                effective = await asyncio.to_thread(_configure, ser, self._ioctl_fd, settings)
+                effective = await asyncio.to_thread(_drain_then_configure, ser, self._ioctl_fd, settings)
             except (OSError, ValueError, termios.error) as exc:
                 with contextlib.suppress(OSError, ValueError, termios.error):
                     await asyncio.to_thread(_configure, ser, self._ioctl_fd, self.settings)
@@ -268,7 +292,8 @@ class DevicePort(SerialPort):
     async def set_control(self, request: ControlRequest) -> ControlState:
         ser = self._require_open()
         async with self._ops:
-            state, missing, error = await asyncio.to_thread(_set_lines, ser, self.control, request)
+            await self._output_sent()
+            state, missing, error = await asyncio.to_thread(_drain_then_set_lines, ser, self.control, request)
         self.control = state
         if not self._closed:
             self._check_modem()  # a loopback wiring answers at once: do not wait for the next poll
@@ -569,6 +594,32 @@ def _plain_posix(ser: serial.Serial) -> bool:
     """A posix port whose read/write are posix's own, so the fd can be driven directly."""
     cls = type(ser)
     return cls.read is serialposix.Serial.read and cls.write is serialposix.Serial.write
+
+
+def _is_pty(fd: int) -> bool:
+    """A PTY slave standing in for a device (Linux: majors 136-143)."""
+    try:
+        return 136 <= os.major(os.fstat(fd).st_rdev) <= 143
+    except OSError:
+        return False
+
+
+def _drain(ser: serial.Serial) -> None:
+    """TCSADRAIN's first half (worker thread): what was written before has been sent."""
+    with contextlib.suppress(Exception):  # a backend without a notion of 'sent' has nothing to wait for
+        ser.flush()
+
+
+def _drain_then_configure(ser: serial.Serial, fd: int | None, s: PortSettings) -> PortSettings:
+    _drain(ser)
+    return _configure(ser, fd, s)
+
+
+def _drain_then_set_lines(
+    ser: serial.Serial, state: ControlState, request: ControlRequest
+) -> tuple[ControlState, list[str], tuple[str, str] | None]:
+    _drain(ser)
+    return _set_lines(ser, state, request)
 
 
 def _configure(ser: serial.Serial, fd: int | None, s: PortSettings) -> PortSettings:

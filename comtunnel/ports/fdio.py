@@ -57,6 +57,9 @@ class FdWriter:
         self._loop.remove_writer(self._fd)
         self._on_drained()
 
-    def clear(self) -> None:
+    def clear(self) -> bool:
+        """Drop what waits; True if there was something (the caller owes its consumer a 'drained')."""
+        had = bool(self._buffer)
         self._buffer.clear()
         self._loop.remove_writer(self._fd)
+        return had

@@ -22,6 +22,10 @@ from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines
 
 log = logging.getLogger(__name__)
 
+#: What a paused port holds of what its TCP client sent (uvloop delivers a read even after
+#: pause_reading() in connection_made); past it, the overflow is dropped, counted and logged.
+HOLD_LIMIT = 1 << 20
+
 
 def check_listen_address(host: str, allow_remote: bool, what: str) -> None:
     """Plaintext listeners stay on loopback unless the user says otherwise."""
@@ -50,7 +54,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.port._active is self:
-            self.port._received(data)
+            self.port._incoming(data)
 
     def pause_writing(self) -> None:
         pass
@@ -81,6 +85,8 @@ class NetworkServerPort(SerialPort):
         self._listener: PortListener | None = None
         self._active: _Connection | None = None
         self._paused = False
+        self._held = bytearray()  # received while paused: delivered on resume_reading, in order
+        self._release_scheduled = False
 
     @property
     def peer(self) -> str:
@@ -110,6 +116,7 @@ class NetworkServerPort(SerialPort):
             conn.transport.close()
             return
         self._active = conn
+        self._held.clear()
         conn.transport.set_write_buffer_limits(high=0, low=0)
         if self._paused:
             conn.transport.pause_reading()
@@ -145,6 +152,35 @@ class NetworkServerPort(SerialPort):
     def _session_ended(self) -> None:
         pass
 
+    def _incoming(self, data: bytes) -> None:
+        if self._paused or self._held:
+            self._hold(data)
+        else:
+            self._received(data)
+
+    def _hold(self, data: bytes) -> None:
+        room = HOLD_LIMIT - len(self._held)
+        if len(data) > room:
+            log.warning(
+                "%s: %s client %s sent %d bytes while the port was paused: dropped",
+                self.name,
+                self.kind,
+                self.peer,
+                len(data) - max(room, 0),
+            )
+            self.dropped_bytes += len(data) - max(room, 0)
+            data = data[: max(room, 0)]
+        self._held += data
+        if self._paused and self._active is not None and self._active.transport is not None:
+            self._active.transport.pause_reading()  # again: some transports ignore the first one
+
+    def _release_held(self) -> None:
+        self._release_scheduled = False
+        if self._held and not self._paused and self._active is not None:
+            data = bytes(self._held)
+            self._held.clear()
+            self._received(data)
+
     def _received(self, data: bytes) -> None:
         if self._listener is not None:
             self._listener.port_data(data)
@@ -179,6 +215,13 @@ class NetworkServerPort(SerialPort):
         self._paused = False
         if self._active is not None and self._active.transport is not None:
             self._active.transport.resume_reading()
+        if self._held and not self._release_scheduled:
+            self._release_scheduled = True
+            asyncio.get_running_loop().call_soon(self._release_held)
+
+    @property
+    def holds_back(self) -> bool:
+        return True  # TCP: a paused reader holds the client back
 
     async def apply_settings(self, settings: PortSettings) -> PortSettings:
         self.settings = settings

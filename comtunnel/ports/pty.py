@@ -61,6 +61,7 @@ class PtyPort(SerialPort):
         self._opens = 0
         self._poll: asyncio.TimerHandle | None = None
         self._closed = False
+        self._own_flush = False  # we flushed the app's input ourselves: that FLUSHREAD is not the app's
 
     async def open(self, listener: PortListener) -> None:
         self._loop = asyncio.get_running_loop()
@@ -185,6 +186,8 @@ class PtyPort(SerialPort):
                 break
             if data[0] == 0:
                 if len(data) > 1:
+                    if not self.app_is_open:
+                        self._app_opened()  # it writes, so it is open: inotify has not told us yet
                     chunks.append(data[1:])
                     budget -= len(data)
                 continue
@@ -202,7 +205,10 @@ class PtyPort(SerialPort):
         if status & termios2.TIOCPKT_IOCTL:
             self._check_termios()
         if status & termios2.TIOCPKT_FLUSHREAD:
-            self._listener.app_purge(Purge.RECEIVE)  # the app dropped unread input: device->app data
+            if self._own_flush:
+                self._own_flush = False  # ours, at open: purging the device would lose its live output
+            else:
+                self._listener.app_purge(Purge.RECEIVE)  # the app dropped unread input: device->app data
         if status & termios2.TIOCPKT_FLUSHWRITE:
             self._listener.app_purge(Purge.TRANSMIT)  # the app dropped its unsent output
 
@@ -211,7 +217,7 @@ class PtyPort(SerialPort):
         for mask in self._watch.read():
             if mask & inotify.IN_OPEN:
                 self._opens += 1
-                if self._opens == 1:
+                if self._opens == 1 and not self.app_is_open:
                     self._app_opened()
             elif mask & (inotify.IN_CLOSE_WRITE | inotify.IN_CLOSE_NOWRITE):
                 self._opens = max(0, self._opens - 1)
@@ -223,10 +229,13 @@ class PtyPort(SerialPort):
 
     def _app_opened(self) -> None:
         self.app_is_open = True
-        with contextlib.suppress(OSError):
-            termios.tcflush(self._slave, termios.TCIFLUSH)  # nothing stale for the new reader
-        if self._writer is not None:
-            self._writer.clear()
+        try:
+            termios.tcflush(self._slave, termios.TCIFLUSH)  # nothing a previous app left unread
+            self._own_flush = True
+        except OSError:
+            pass
+        if self._writer is not None and self._writer.clear():
+            self._drained()
         if self._listener is not None:
             self._listener.app_open(True)
         self._check_termios()
@@ -284,8 +293,13 @@ class PtyPort(SerialPort):
         if which & Purge.RECEIVE:
             with contextlib.suppress(OSError):
                 termios.tcflush(self._slave, termios.TCIFLUSH)
-            if self._writer is not None:
-                self._writer.clear()
+                self._own_flush = True
+            if self._writer is not None and self._writer.clear():
+                self._drained()
+
+    @property
+    def holds_back(self) -> bool:
+        return True  # a paused PTY blocks the application's writes, as a full tty does
 
     def modem_lines(self) -> ModemLines:
         return self.modem

@@ -112,6 +112,8 @@ class SetSettings(Frame):
     TYPE: ClassVar[FrameType] = FrameType.SET_SETTINGS
     channel: int
     settings: PortSettings
+    seq: int = 0  # the channel's operation number: a replayed duplicate is recognised and skipped
+    offset: int = 0  # the channel's byte offset it applies at: after every byte before, before every byte after
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,6 +128,8 @@ class SetControl(Frame):
     TYPE: ClassVar[FrameType] = FrameType.SET_CONTROL
     channel: int
     request: ControlRequest
+    seq: int = 0  # the channel's operation number: a replayed duplicate is recognised and skipped
+    offset: int = 0  # the channel's byte offset it applies at: after every byte before, before every byte after
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -147,6 +151,8 @@ class PurgeRequest(Frame):
     TYPE: ClassVar[FrameType] = FrameType.PURGE
     channel: int
     which: Purge
+    seq: int = 0  # the channel's operation number: a replayed duplicate is recognised and skipped
+    offset: int = 0  # the channel's byte offset it applies at: after every byte before, before every byte after
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -243,16 +249,18 @@ def _fields(frame: Frame) -> list[Any]:
             return [t, channel, settings.to_wire(), window, info]
         case OpenFail(channel, code, message) | Close(channel, code, message) | ChannelError(channel, code, message):
             return [t, channel, int(code), message]
-        case SetSettings(channel, settings) | Settings(channel, settings):
+        case SetSettings(channel, settings, seq, offset):
+            return [t, channel, settings.to_wire(), seq, offset]
+        case Settings(channel, settings):
             return [t, channel, settings.to_wire()]
-        case SetControl(channel, request):
-            return [t, channel, request.to_wire()]
+        case SetControl(channel, request, seq, offset):
+            return [t, channel, request.to_wire(), seq, offset]
         case Control(channel, state):
             return [t, channel, state.to_wire()]
         case Modem(channel, lines):
             return [t, channel, int(lines)]
-        case PurgeRequest(channel, which):
-            return [t, channel, int(which)]
+        case PurgeRequest(channel, which, seq, offset):
+            return [t, channel, int(which), seq, offset]
         case Ping(token) | Pong(token):
             return [t, token]
         case GoAway(code, message):
@@ -392,6 +400,7 @@ def _channel_state(f: _Fields) -> Frame:
 
 
 CHANNEL_STATES = ("gone", "open")
+_U64 = (1 << 64) - 1
 MAX_RESUME_CHANNELS = 4096
 MAX_TOKEN = 64
 
@@ -405,12 +414,12 @@ _DECODERS: dict[FrameType, Any] = {
     FrameType.CLOSE: lambda f: _done(f, Close(f.uint(), f.code(), f.text())),
     FrameType.DATA: lambda f: _done(f, Data(f.uint(), f.binary())),
     FrameType.WINDOW: lambda f: _done(f, WindowUpdate(f.uint(), f.uint(MAX_WINDOW))),
-    FrameType.SET_SETTINGS: lambda f: _done(f, SetSettings(f.uint(), f.settings())),
+    FrameType.SET_SETTINGS: lambda f: _done(f, SetSettings(f.uint(), f.settings(), f.uint(_U64), f.uint(_U64))),
     FrameType.SETTINGS: lambda f: _done(f, Settings(f.uint(), f.settings())),
-    FrameType.SET_CONTROL: lambda f: _done(f, SetControl(f.uint(), f.control_request())),
+    FrameType.SET_CONTROL: lambda f: _done(f, SetControl(f.uint(), f.control_request(), f.uint(_U64), f.uint(_U64))),
     FrameType.CONTROL: lambda f: _done(f, Control(f.uint(), f.control_state())),
     FrameType.MODEM: lambda f: _done(f, Modem(f.uint(), ModemLines(f.uint(0xFF) & 0xF0))),
-    FrameType.PURGE: lambda f: _done(f, PurgeRequest(f.uint(), _purge(f))),
+    FrameType.PURGE: lambda f: _done(f, PurgeRequest(f.uint(), _purge(f), f.uint(_U64), f.uint(_U64))),
     FrameType.CHANNEL_ERROR: lambda f: _done(f, ChannelError(f.uint(), f.code(), f.text())),
     FrameType.PING: lambda f: _done(f, Ping(f.uint((1 << 64) - 1))),
     FrameType.PONG: lambda f: _done(f, Pong(f.uint((1 << 64) - 1))),

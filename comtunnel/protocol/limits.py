@@ -1,6 +1,7 @@
 """Default sizes and bounds of the tunnel protocol: knobs of a connection, not constants of the wire."""
 
-PROTOCOL_VERSION = 2
+#: 3: line operations carry their sequence number and byte offset (ordering across resumption).
+PROTOCOL_VERSION = 3
 #: Largest frame body we accept. The 4-byte length prefix is checked against it before buffering.
 DEFAULT_MAX_FRAME = 1 << 20
 #: Largest DATA payload we put in one frame; larger writes are split.
@@ -19,3 +20,5 @@ DEFAULT_GRACE = 60.0
 #: Send a PING after this long without hearing from the peer; declare it dead after DEAD_TIMEOUT.
 DEFAULT_PING_INTERVAL = 5.0
 DEFAULT_DEAD_TIMEOUT = 15.0
+#: Line operations a sender keeps for a resumption while no byte after them has been acknowledged.
+MAX_REPLAY_OPERATIONS = 4096

@@ -25,6 +25,7 @@ write ``conn.data_to_send()`` to the transport.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from typing import Any
 
 from . import events as ev
@@ -39,9 +40,12 @@ from .limits import (
     MAX_DATA_CHUNK,
     MAX_MESSAGE,
     MAX_PORT_NAME,
+    MAX_REPLAY_OPERATIONS,
     PROTOCOL_VERSION,
 )
 from .settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
+
+_Operation = fr.SetSettings | fr.SetControl | fr.PurgeRequest
 
 
 class Role(enum.Enum):
@@ -58,7 +62,20 @@ class ChannelState(enum.Enum):
 
 
 class _Channel:
-    __slots__ = ("close_code", "close_message", "held_credit", "id", "port", "recv", "replay", "send", "state")
+    __slots__ = (
+        "close_code",
+        "close_message",
+        "held_credit",
+        "id",
+        "operations",
+        "ops_received",
+        "ops_sent",
+        "port",
+        "recv",
+        "replay",
+        "send",
+        "state",
+    )
 
     def __init__(self, channel_id: int, port: str, state: ChannelState, recv_window: int) -> None:
         self.id = channel_id
@@ -68,6 +85,9 @@ class _Channel:
         self.send = SendWindow(0)
         self.replay = ReplayBuffer()
         self.held_credit = 0  # credit returned while resuming: sent once RESUMED arrives
+        self.ops_sent = 0  # sequence number of our next line operation
+        self.ops_received = 0  # sequence number of the peer's next line operation
+        self.operations: deque[_Operation] = deque()  # ours, kept until a byte after them is acknowledged
         self.close_code: ErrorCode | int = ErrorCode.NORMAL
         self.close_message = ""
 
@@ -109,6 +129,7 @@ class Connection:
         self._decoder = FrameDecoder(max_frame)
         self._out: list[bytes] = []
         self._channels: dict[int, _Channel] = {}
+        self._credit_owed: set[int] = set()
         self._last_channel_id = 0
         self._unexpected = _HUB_ONLY if role is Role.HUB else _CLIENT_ONLY
         self.session_token = session_token
@@ -204,11 +225,31 @@ class Connection:
             return  # credit for a closed channel is meaningless
         increment = ch.recv.consumed(size)
         if not increment:
+            self._credit_owed.add(channel)  # returned in a batch, or by return_credit() on a quiet line
             return
+        self._credit_owed.discard(channel)
         if ch.state is ChannelState.RESUMING:  # the hub may not know the channel yet
             ch.held_credit += increment
         else:
             self._send(fr.WindowUpdate(channel, increment))
+
+    @property
+    def credit_owed(self) -> bool:
+        """Some channel consumed bytes whose credit was not returned yet (less than half a window)."""
+        return bool(self._credit_owed)
+
+    def return_credit(self) -> None:
+        """Return all owed credit now: on a quiet line the peer learns within moments what arrived,
+        instead of only after half a window more (its replay buffer, and what a lost session costs)."""
+        for channel in self._credit_owed:
+            ch = self._channels.get(channel)
+            if ch is None or ch.state is not ChannelState.OPEN:
+                continue
+            increment = ch.recv.consumed_total - ch.recv.reported
+            if increment > 0:
+                ch.recv.reported = ch.recv.consumed_total
+                self._send(fr.WindowUpdate(channel, increment))
+        self._credit_owed.clear()
 
     def close_channel(self, channel: int, code: ErrorCode | int = ErrorCode.NORMAL, message: str = "") -> None:
         ch = self._channels.get(channel)
@@ -248,18 +289,27 @@ class Connection:
 
     def request_settings(self, channel: int, settings: PortSettings) -> None:
         self._require(Role.CLIENT, "request settings")
-        self._open_channel(channel)
-        self._send(fr.SetSettings(channel, settings))
+        ch = self._open_channel(channel)
+        self._send_operation(ch, fr.SetSettings(channel, settings, ch.ops_sent, ch.send.sent))
 
     def request_control(self, channel: int, request: ControlRequest) -> None:
         self._require(Role.CLIENT, "request control lines")
-        self._open_channel(channel)
-        self._send(fr.SetControl(channel, request))
+        ch = self._open_channel(channel)
+        self._send_operation(ch, fr.SetControl(channel, request, ch.ops_sent, ch.send.sent))
 
     def request_purge(self, channel: int, which: Purge) -> None:
         self._require(Role.CLIENT, "request a purge")
-        self._open_channel(channel)
-        self._send(fr.PurgeRequest(channel, which))
+        ch = self._open_channel(channel)
+        self._send_operation(ch, fr.PurgeRequest(channel, which, ch.ops_sent, ch.send.sent))
+
+    def _send_operation(self, ch: _Channel, frame: _Operation) -> None:
+        """A line operation takes its place in the channel's byte stream: it applies after the bytes
+        sent before it. It is kept, like those bytes, until the peer has surely received it."""
+        ch.ops_sent += 1
+        ch.operations.append(frame)
+        if len(ch.operations) > MAX_REPLAY_OPERATIONS:
+            ch.operations.popleft()  # thousands of changes and not one byte after them: keep the newest
+        self._send(frame)
 
     # --- commands: hub ------------------------------------------------------------------------
 
@@ -339,8 +389,18 @@ class Connection:
         self._send(fr.ResumeFail(code, message[:MAX_MESSAGE]))
 
     def _resend(self, ch: _Channel) -> None:
-        if len(ch.replay):
-            self._queue_data(ch.id, ch.replay.unacknowledged(ch.replay.start))
+        """After a resumption: our bytes from the peer's received offset, each kept line operation
+        in its place among them (the peer skips one it already had, by its sequence number)."""
+        data = ch.replay.unacknowledged(ch.replay.start)
+        position = ch.replay.start
+        for operation in ch.operations:
+            cut = operation.offset - position
+            if cut > 0:
+                self._queue_data(ch.id, data[:cut])
+                data, position = data[cut:], operation.offset
+            self._send(operation)
+        if len(data):
+            self._queue_data(ch.id, data)
 
     def _check_resync(self, ch: _Channel, received: int, consumed: int) -> None:
         if received > ch.send.sent:
@@ -359,6 +419,7 @@ class Connection:
         self._check_resync(ch, received, consumed)
         ch.send.resync(consumed)
         ch.replay.trim(received)
+        _trim_operations(ch, received)
 
     def announce_ports(self, ports: list[dict[str, Any]]) -> None:
         self._require(Role.HUB, "announce ports")
@@ -403,8 +464,10 @@ class Connection:
             if not isinstance(frame, fr.Hello):
                 raise RemoteProtocolError(f"expected HELLO, got {frame.TYPE.name}")
             if frame.version != PROTOCOL_VERSION:
+                older = "the peer's" if frame.version < PROTOCOL_VERSION else "this"
                 raise RemoteProtocolError(
-                    f"peer speaks protocol version {frame.version}, we speak {PROTOCOL_VERSION}",
+                    f"peer speaks protocol version {frame.version}, we speak {PROTOCOL_VERSION}: "
+                    f"upgrade {older} comtunnel",
                     ErrorCode.VERSION_MISMATCH,
                 )
             self.peer_info = frame.info
@@ -436,6 +499,7 @@ class Connection:
             return None
         ch.send.grow(frame.increment)
         ch.replay.trim(ch.send.acked)
+        _trim_operations(ch, ch.send.acked)
         return ev.WindowOpened(frame.channel, ch.send.available)
 
     def _on_open(self, frame: fr.Open) -> ev.Event | None:
@@ -491,22 +555,41 @@ class Connection:
         ch = self._live(frame)
         if ch is None:
             return None
+        if isinstance(frame, _Operation) and not self._in_place(ch, frame):
+            return None
         match frame:
-            case fr.SetSettings(channel, settings):
+            case fr.SetSettings(channel, settings, _, _):
                 return ev.SettingsRequested(channel, settings)
             case fr.Settings(channel, settings):
                 return ev.SettingsChanged(channel, settings)
-            case fr.SetControl(channel, request):
+            case fr.SetControl(channel, request, _, _):
                 return ev.ControlRequested(channel, request)
             case fr.Control(channel, state):
                 return ev.ControlChanged(channel, state)
             case fr.Modem(channel, lines):
                 return ev.ModemChanged(channel, lines)
-            case fr.PurgeRequest(channel, which):
+            case fr.PurgeRequest(channel, which, _, _):
                 return ev.PurgeRequested(channel, which)
             case fr.ChannelError(channel, code, message):
                 return ev.ChannelProblem(channel, code, message)
         raise AssertionError(frame)  # pragma: no cover
+
+    def _in_place(self, ch: _Channel, frame: _Operation) -> bool:
+        """True for the next operation, where the byte stream has got to; False for a replayed one we have."""
+        if frame.seq < ch.ops_received:
+            if frame.offset > ch.recv.received_total:
+                raise RemoteProtocolError(f"{frame.TYPE.name} {frame.seq} replayed at a later offset")
+            return False
+        if frame.seq > ch.ops_received:
+            raise RemoteProtocolError(
+                f"channel {ch.id}: {frame.TYPE.name} number {frame.seq}, expected {ch.ops_received}"
+            )
+        if frame.offset != ch.recv.received_total:
+            raise RemoteProtocolError(
+                f"channel {ch.id}: {frame.TYPE.name} at byte {frame.offset}, but {ch.recv.received_total} arrived"
+            )
+        ch.ops_received += 1
+        return True
 
     def _on_ping(self, frame: fr.Ping) -> ev.Event | None:
         self._send(fr.Pong(frame.token))
@@ -608,6 +691,13 @@ class Connection:
         if ch.state is not ChannelState.OPEN:
             raise RemoteProtocolError(f"{frame.TYPE.name} for channel {frame.channel} in state {ch.state.value}")
         return ch
+
+
+def _trim_operations(ch: _Channel, offset: int) -> None:
+    """The peer holds every byte before ``offset``, so every operation placed before one of them."""
+    operations = ch.operations
+    while operations and operations[0].offset < offset:
+        operations.popleft()
 
 
 def _merge(out: list[ev.Event], parts: list[bytes]) -> None:

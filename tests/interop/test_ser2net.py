@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -15,7 +17,19 @@ from pathlib import Path
 
 import pytest
 import serial
-from support import Proc, PtyDevice, read_exactly, start_client, start_hub, write_all
+from support import (
+    EchoDevice,
+    Proc,
+    PtyDevice,
+    echo_cycle,
+    pyserial_cycle,
+    read_exactly,
+    running_client,
+    running_hub,
+    start_client,
+    start_hub,
+    write_all,
+)
 
 SER2NET = shutil.which("ser2net") or ("/usr/sbin/ser2net" if os.path.exists("/usr/sbin/ser2net") else None)
 pytestmark = pytest.mark.skipif(SER2NET is None, reason="ser2net is not installed (apt-get install ser2net)")
@@ -27,10 +41,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def ser2net(tmp_path: Path) -> Iterator[tuple[int, PtyDevice]]:
-    """ser2net 4 serving a PTY 'device' with RFC 2217 on 127.0.0.1."""
-    device = PtyDevice()
+@contextlib.contextmanager
+def serving(tmp_path: Path, device: PtyDevice) -> Iterator[int]:
+    """ser2net 4 serving ``device`` with RFC 2217 on 127.0.0.1; yields its TCP port."""
     port = _free_port()
     config = tmp_path / "ser2net.yaml"
     config.write_text(
@@ -58,7 +71,7 @@ def ser2net(tmp_path: Path) -> Iterator[tuple[int, PtyDevice]]:
                 assert proc.poll() is None, (tmp_path / "ser2net.log").read_text()
                 time.sleep(0.05)
         time.sleep(0.2)  # ser2net closes the probe connection's session
-        yield port, device
+        yield port
     finally:
         proc.terminate()
         try:
@@ -67,6 +80,36 @@ def ser2net(tmp_path: Path) -> Iterator[tuple[int, PtyDevice]]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def ser2net(tmp_path: Path) -> Iterator[tuple[int, PtyDevice]]:
+    device = PtyDevice()
+    try:
+        with serving(tmp_path, device) as port:
+            yield port, device
+    finally:
+        device.close()
+
+
+@pytest.mark.timeout(120)
+def test_every_open_gets_its_whole_echo_through_ser2net(certs: Path, tmp_path: Path) -> None:
+    """The flush at each open (tty.setraw, pyserial) reaches ser2net before the data, never after it."""
+    device = EchoDevice()
+    link = tmp_path / "s"
+
+    async def main(s2n_port: int) -> None:
+        async with running_hub(certs, {"s": f"rfc2217://127.0.0.1:{s2n_port}"}) as (_, port):
+            async with running_client(certs, port, {"s": link}):
+                for i in range(100):
+                    await asyncio.to_thread(echo_cycle, link, i, 16384)
+                for i in range(100):
+                    await asyncio.to_thread(pyserial_cycle, link, 1000 + i, 4096)
+
+    try:
+        with serving(tmp_path, device) as s2n_port:
+            asyncio.run(main(s2n_port))
+    finally:
         device.close()
 
 

@@ -67,12 +67,18 @@ STRATEGIES: dict[fr.FrameType, st.SearchStrategy[Any]] = {
     fr.FrameType.CLOSE: st.builds(fr.Close, channel_st, code_st, message_st),
     fr.FrameType.DATA: st.builds(fr.Data, channel_st, st.binary(max_size=70_000)),
     fr.FrameType.WINDOW: st.builds(fr.WindowUpdate, channel_st, window_st),
-    fr.FrameType.SET_SETTINGS: st.builds(fr.SetSettings, channel_st, settings_st),
+    fr.FrameType.SET_SETTINGS: st.builds(
+        fr.SetSettings, channel_st, settings_st, st.integers(0, U64), st.integers(0, U64)
+    ),
     fr.FrameType.SETTINGS: st.builds(fr.Settings, channel_st, settings_st),
-    fr.FrameType.SET_CONTROL: st.builds(fr.SetControl, channel_st, request_st),
+    fr.FrameType.SET_CONTROL: st.builds(
+        fr.SetControl, channel_st, request_st, st.integers(0, U64), st.integers(0, U64)
+    ),
     fr.FrameType.CONTROL: st.builds(fr.Control, channel_st, state_st),
     fr.FrameType.MODEM: st.builds(fr.Modem, channel_st, st.integers(0, 15).map(lambda n: ModemLines(n << 4))),
-    fr.FrameType.PURGE: st.builds(fr.PurgeRequest, channel_st, st.sampled_from(list(Purge))),
+    fr.FrameType.PURGE: st.builds(
+        fr.PurgeRequest, channel_st, st.sampled_from(list(Purge)), st.integers(0, U64), st.integers(0, U64)
+    ),
     fr.FrameType.CHANNEL_ERROR: st.builds(fr.ChannelError, channel_st, code_st, message_st),
     fr.FrameType.PING: st.builds(fr.Ping, st.integers(0, U64)),
     fr.FrameType.PONG: st.builds(fr.Pong, st.integers(0, U64)),
@@ -171,7 +177,8 @@ def test_unknown_error_codes_survive_as_ints() -> None:
 
 
 def test_nil_in_a_control_request_means_unchanged() -> None:
-    assert fr.decode_body(pack([9, 1, {"dtr": None, "rts": True}])) == fr.SetControl(1, ControlRequest(rts=True))
+    wire = pack([9, 1, {"dtr": None, "rts": True}, 3, 700])
+    assert fr.decode_body(wire) == fr.SetControl(1, ControlRequest(rts=True), seq=3, offset=700)
 
 
 def test_modem_low_bits_are_ignored() -> None:
@@ -247,11 +254,14 @@ def test_wrong_field_types_are_rejected(sample: fr.Frame) -> None:
         pytest.param([4, 1, 0x10000, ""], id="code above u16"),
         pytest.param([16, -1, ""], id="negative goaway code"),
         pytest.param([11, 1, 0x100], id="modem above a byte"),
-        pytest.param([12, 1, 0], id="purge 0 reserved"),
-        pytest.param([12, 1, 4], id="purge 4"),
+        pytest.param([12, 1, 0, 0, 0], id="purge 0 reserved"),
+        pytest.param([12, 1, 4, 0, 0], id="purge 4"),
+        pytest.param([12, 1, 1], id="purge without its place (protocol 2)"),
+        pytest.param([12, 1, 1, -1, 0], id="negative operation number"),
+        pytest.param([9, 1, {"dtr": True}, 0, 1.5], id="offset not an integer"),
         pytest.param([14, U64 + 1 - 1, 1], id="ping with an extra field"),
-        pytest.param([9, 1, {"dtr": "yes"}], id="control value not a bool"),
-        pytest.param([9, 1, {"dsr": True}], id="unknown control line"),
+        pytest.param([9, 1, {"dtr": "yes"}, 0, 0], id="control value not a bool"),
+        pytest.param([9, 1, {"dsr": True}, 0, 0], id="unknown control line"),
         pytest.param([10, 1, {"dtr": True, "rts": True}], id="incomplete control state"),
         pytest.param([0, 1, {1: "x"}], id="map with int key"),
         pytest.param([17, [{"device": "/dev/x"}]], id="port without a name"),
@@ -303,7 +313,7 @@ def test_bad_settings_values(ftype: fr.FrameType, bad: dict[str, Any]) -> None:
 def test_settings_with_a_missing_key(missing: str) -> None:
     wire = PortSettings().to_wire()
     del wire[missing]
-    rejects(pack([7, 1, wire]))
+    rejects(pack([7, 1, wire, 0, 0]))
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,8 @@ def test_version_mismatch_sends_goaway_and_raises() -> None:
         hub2.receive_data(encode_frame(fr.Hello(0, {})))
     # the peer learns why before the transport closes
     assert client.receive_data(hub2.data_to_send())[-1] == ev.ConnectionTerminated(
-        ErrorCode.VERSION_MISMATCH, f"peer speaks protocol version 0, we speak {PROTOCOL_VERSION}"
+        ErrorCode.VERSION_MISMATCH,
+        f"peer speaks protocol version 0, we speak {PROTOCOL_VERSION}: upgrade the peer's comtunnel",
     )
     assert client.closed
 

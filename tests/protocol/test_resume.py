@@ -17,6 +17,7 @@ from comtunnel.protocol import events as ev
 from comtunnel.protocol import frames as fr
 from comtunnel.protocol.codec import encode_frame
 from comtunnel.protocol.errors import ErrorCode, RemoteProtocolError
+from comtunnel.protocol.limits import PROTOCOL_VERSION
 from comtunnel.protocol.mux import ChannelState, Connection, Role
 from comtunnel.protocol.settings import PortSettings
 
@@ -213,14 +214,14 @@ def test_hub_drops_channels_the_client_no_longer_has() -> None:
 )
 def test_resume_answers_without_a_resume_are_protocol_errors(frame: fr.Frame) -> None:
     client = Connection(Role.CLIENT)
-    client.receive_data(encode_frame(fr.Hello(2, {"session": "a"})))
+    client.receive_data(encode_frame(fr.Hello(PROTOCOL_VERSION, {"session": "a"})))
     with pytest.raises(RemoteProtocolError, match="without a RESUME"):
         client.receive_data(encode_frame(frame))
 
 
 def test_resume_must_directly_follow_hello() -> None:
     hub = Connection(Role.HUB, session_token="a")
-    hub.receive_data(encode_frame(fr.Hello(2, {})) + encode_frame(fr.Ping(1)))
+    hub.receive_data(encode_frame(fr.Hello(PROTOCOL_VERSION, {})) + encode_frame(fr.Ping(1)))
     with pytest.raises(RemoteProtocolError, match="directly follow HELLO"):
         hub.receive_data(encode_frame(fr.Open(1, "p", PortSettings(), fr.ControlRequest(), 10)))
         hub.receive_data(encode_frame(fr.Resume("a", [])))
@@ -228,9 +229,9 @@ def test_resume_must_directly_follow_hello() -> None:
 
 def test_resumed_naming_an_unknown_channel_is_refused() -> None:
     client = Connection(Role.CLIENT)
-    client.receive_data(encode_frame(fr.Hello(2, {"session": "a"})))
+    client.receive_data(encode_frame(fr.Hello(PROTOCOL_VERSION, {"session": "a"})))
     client2 = Connection(Role.CLIENT, resume_from=client)
-    client2.receive_data(encode_frame(fr.Hello(2, {"session": "b"})))
+    client2.receive_data(encode_frame(fr.Hello(PROTOCOL_VERSION, {"session": "b"})))
     with pytest.raises(RemoteProtocolError, match="did not resume"):
         client2.receive_data(encode_frame(fr.Resumed([(9, 0, 0)])))
 
@@ -238,7 +239,7 @@ def test_resumed_naming_an_unknown_channel_is_refused() -> None:
 def test_peer_claiming_bytes_we_never_sent_is_refused() -> None:
     pair = open_pair(1)
     client2 = Connection(Role.CLIENT, resume_from=pair.client)
-    client2.receive_data(encode_frame(fr.Hello(2, {"session": "b"})))
+    client2.receive_data(encode_frame(fr.Hello(PROTOCOL_VERSION, {"session": "b"})))
     with pytest.raises(RemoteProtocolError, match="claims"):
         client2.receive_data(encode_frame(fr.Resumed([(1, 10, 0)])))
 
@@ -304,7 +305,7 @@ def test_a_resuming_client_survives_any_hub_frames(frames: list[fr.Frame], tail:
     pair = open_pair(2)
     pair.send(Role.CLIENT, 1, b"u" * 100)
     client = Connection(Role.CLIENT, resume_from=pair.client)
-    client.receive_data(encode_frame(fr.Hello(2, {"session": "x"})))
+    client.receive_data(encode_frame(fr.Hello(PROTOCOL_VERSION, {"session": "x"})))
     try:
         for frame in frames:
             client.receive_data(encode_frame(frame))
@@ -320,7 +321,7 @@ def test_hub_accepting_a_hostile_resume_raises_only_our_error(offsets: list[tupl
     pair = open_pair(2)
     pair.send(Role.HUB, 1, b"d" * 300)
     hub = Connection(Role.HUB, session_token="n")
-    hub.receive_data(encode_frame(fr.Hello(2, {})))
+    hub.receive_data(encode_frame(fr.Hello(PROTOCOL_VERSION, {})))
     try:
         events = hub.receive_data(encode_frame(fr.Resume(token[:64], offsets)))
     except RemoteProtocolError:

@@ -1,0 +1,295 @@
+"""End to end, as applications use a port: what they write and every line change they make arrive
+complete and in order, through real TLS on 127.0.0.1, real PTYs and real processes' habits
+(``tty.setraw`` flushes, pyserial's open flushes, a baud change between two writes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import termios
+import time
+import tty
+from pathlib import Path
+
+import pytest
+import uvloop
+from faultproxy import FaultProxy
+from support import (
+    EchoDevice,
+    PtyDevice,
+    echo_cycle,
+    payload,
+    pyserial_cycle,
+    read_exactly,
+    running_client,
+    running_hub,
+    wait_for,
+    write_all,
+)
+
+from comtunnel.aio.client import Client, LinkSpec, ServeSpec
+from comtunnel.aio.hub import Hub, PortSpec
+from comtunnel.ports import termios2
+from comtunnel.protocol import rfc2217 as r
+from comtunnel.protocol.settings import PortSettings
+from comtunnel.tls import client_context, hub_context
+
+
+@pytest.mark.timeout(180)
+def test_100_setraw_opens_and_100_pyserial_opens_get_every_reply(certs: Path, tmp_path: Path) -> None:
+    device = EchoDevice()
+    link = tmp_path / "dev"
+
+    async def main() -> None:
+        async with running_hub(certs, {"dev": device.path}) as (_, port):
+            async with running_client(certs, port, {"dev": link}):
+                for i in range(100):
+                    await asyncio.to_thread(echo_cycle, link, i, 16384)
+                for i in range(100):
+                    await asyncio.to_thread(pyserial_cycle, link, 1000 + i, 4096)
+
+    try:
+        asyncio.run(main())
+    finally:
+        device.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_baud_change_between_two_writes_waits_for_the_first(certs: Path, tmp_path: Path) -> None:
+    """TCSADRAIN semantics across the tunnel: the device's rate changes after the bytes before it
+    reached the device, and before any byte after it."""
+    device = PtyDevice()
+    link = tmp_path / "dev"
+    first, second = payload(1, 1 << 20), payload(2, 4096)
+    pty_buffer = 128 * 1024  # what a PTY holds between the hub's write and the device's read, at most
+
+    def rate() -> int:
+        return termios2.get(device.slave).baudrate
+
+    async def main() -> None:
+        async with running_hub(certs, {"dev": device.path}) as (_, port):
+            async with running_client(certs, port, {"dev": link}):
+                app = os.open(link, os.O_RDWR | os.O_NOCTTY)
+                tty.setraw(app)
+                await wait_for(lambda: rate() == 115200, timeout=5)
+                changed = termios.tcgetattr(app)
+                changed[4] = changed[5] = termios.B9600
+
+                def application() -> None:
+                    write_all(app, first)
+                    termios.tcsetattr(app, termios.TCSADRAIN, changed)  # on a PTY this returns at once
+                    write_all(app, second)
+
+                writer = asyncio.ensure_future(asyncio.to_thread(application))
+                got = bytearray()
+                seen_early = []
+                while len(got) < len(first):
+                    if rate() != 115200:
+                        seen_early.append(len(got))
+                    got += await asyncio.to_thread(read_exactly, device.master, min(4096, len(first) - len(got)))
+                await writer
+                assert bytes(got) == first
+                assert not [n for n in seen_early if n < len(first) - pty_buffer], (
+                    f"the rate changed after only {seen_early[0]} of {len(first)} bytes had been read"
+                )
+                await wait_for(lambda: rate() == 9600, timeout=5)
+                assert await asyncio.to_thread(read_exactly, device.master, len(second)) == second
+                os.close(app)
+
+    try:
+        asyncio.run(main())
+    finally:
+        device.close()
+
+
+# --- resumption never costs the hub a connection slot -----------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_300_resumed_connections_then_a_new_client_is_served(certs: Path, tmp_path: Path) -> None:
+    device = EchoDevice()
+    link = tmp_path / "dev"
+
+    async def main() -> None:
+        hub = Hub([PortSpec("dev", device.path)], hub_context(certs))
+        hub.max_connections = 8  # far fewer slots than cuts: one leaked slot per cut would show at once
+        (_, hub_port), *_ = await hub.start("127.0.0.1", 0)
+        try:
+            with FaultProxy("127.0.0.1", hub_port) as proxy:
+                async with running_client(certs, proxy.port, {"dev": link}) as client:
+                    app = os.open(link, os.O_RDWR | os.O_NOCTTY)
+                    tty.setraw(app)
+                    resumed = 0
+                    for cut in range(300):
+                        proxy.cut()
+                        await wait_for(lambda: not client.connected.is_set(), timeout=10, interval=0.001)
+                        await wait_for(client.connected.is_set, timeout=10, interval=0.001)
+                        resumed += 1
+                        if cut % 50 == 0:  # and the port works on the resumed session
+                            data = payload(cut, 2000)
+                            await asyncio.to_thread(write_all, app, data)
+                            assert await asyncio.to_thread(read_exactly, app, len(data), 10) == data
+                    assert resumed == 300
+                    await wait_for(lambda: len(hub.live) == 1, timeout=5)
+                    os.close(app)
+                await wait_for(lambda: not hub.live, timeout=5)
+            # a new client, with nothing else connected, is served
+            async with running_client(certs, hub_port, {"dev": tmp_path / "again"}, name="bob"):
+                assert len(hub.live) == 1
+        finally:
+            await hub.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        device.close()
+
+
+# --- gateways hold what a TCP client sends before the device is attached -----------------------------
+
+
+def _raw_exchange(address: tuple[str, int], data: bytes) -> bytes:
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(data)  # at once, while the device is still being opened
+        got = bytearray()
+        while len(got) < len(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return bytes(got)
+
+
+def _rfc2217_exchange(address: tuple[str, int], data: bytes) -> bytes:
+    """Data right behind the telnet negotiation. Without CR: before BINARY is agreed, a telnet client
+    sends CR as CR NUL (RFC 854), which real clients avoid by waiting for the negotiation."""
+    assert b"\r" not in data
+    codec = r.Rfc2217Client()
+    codec.start()
+    codec.send_data(data)
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(codec.data_to_send())
+        got = bytearray()
+        while len(got) < len(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            for event in codec.receive_data(chunk):
+                if isinstance(event, r.DataReceived):
+                    got += event.data
+            if answers := codec.data_to_send():
+                sock.sendall(answers)
+        return bytes(got)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("kind", ["raw", "rfc2217"])
+def test_gateways_echo_what_a_client_sends_at_connect(kind: str, loop: str, certs: Path) -> None:
+    """uvloop delivers a read even after pause_reading() in connection_made: the port holds it."""
+    exchange = _raw_exchange if kind == "raw" else _rfc2217_exchange
+
+    def payload_for(seed: int) -> bytes:
+        data = payload(seed, 2000)
+        return data if kind == "raw" else data.replace(b"\r", b"\n")
+
+    async def main() -> None:
+        hub = Hub([PortSpec("loop", "loop://")], hub_context(certs), serve=[("loop", kind, "127.0.0.1", 0)])
+        (_, hub_port), *_ = await hub.start("127.0.0.1", 0)
+        hub_side = hub.gateways[0].app.address
+        try:
+            for i in range(20):
+                data = payload_for(i)
+                assert await asyncio.to_thread(exchange, hub_side, data) == data, f"hub {kind} gateway, connection {i}"
+                await wait_for(lambda: "loop" not in hub.holders, timeout=5)
+            # the client's gateway: the same port through the tunnel
+            client = Client(
+                "127.0.0.1", hub_port, client_context(certs, "alice"), serve=[ServeSpec("loop", "127.0.0.1", 0, kind)]
+            )
+            task = asyncio.ensure_future(client.run())
+            try:
+                await asyncio.wait_for(client.ready.wait(), 10)
+                client_side = client.channels["loop"].port.address  # type: ignore[attr-defined]
+                for i in range(20):
+                    data = payload_for(100 + i)
+                    got = await asyncio.to_thread(exchange, client_side, data)
+                    assert got == data, f"client {kind} gateway, connection {i}"
+            finally:
+                client.stop()
+                await asyncio.wait_for(task, 10)
+        finally:
+            await hub.close()
+
+    factory = uvloop.new_event_loop if loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+
+
+# --- two ports at a 12 Mbaud line's rate while the connection is reset -------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_two_ports_both_ways_through_six_resets(certs: Path, tmp_path: Path) -> None:
+    size, rate = 2 << 20, 1.1e6  # 2 MiB each way per port at about 1.1 MB/s
+    devices = {"a": PtyDevice(), "b": PtyDevice()}
+    links = {name: tmp_path / name for name in devices}
+
+    def paced_write(fd: int, data: bytes) -> None:
+        start = time.monotonic()
+        for offset in range(0, len(data), 16384):
+            write_all(fd, data[offset : offset + 16384])
+            ahead = (offset + 16384) / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    async def main() -> None:
+        async with running_hub(certs, {n: d.path for n, d in devices.items()}) as (_, hub_port):
+            with FaultProxy("127.0.0.1", hub_port) as proxy:
+                settings = PortSettings(12_000_000)
+                specs = [LinkSpec(n, p, settings) for n, p in links.items()]
+                client = Client("127.0.0.1", proxy.port, client_context(certs, "alice"), links=specs)
+                task = asyncio.ensure_future(client.run())
+                try:
+                    await asyncio.wait_for(client.ready.wait(), 10)
+                    apps = {}
+                    for name, path in links.items():
+                        apps[name] = os.open(path, os.O_RDWR | os.O_NOCTTY)
+                        tty.setraw(apps[name])
+                    await asyncio.sleep(0.2)  # the client sees the opens (inotify) before the device talks
+                    jobs = []
+                    for i, (name, dev) in enumerate(devices.items()):
+                        up, down = payload(10 + i, size), payload(20 + i, size)
+                        jobs += [
+                            asyncio.to_thread(paced_write, apps[name], up),
+                            asyncio.to_thread(paced_write, dev.master, down),
+                            asyncio.to_thread(read_exactly, dev.master, size, 60),
+                            asyncio.to_thread(read_exactly, apps[name], size, 60),
+                        ]
+                    streams = asyncio.gather(*jobs)
+                    for _ in range(6):
+                        await asyncio.sleep(0.7)
+                        proxy.cut()
+                    results = await streams
+                    for i, name in enumerate(devices):
+                        got_up, got_down = results[4 * i + 2], results[4 * i + 3]
+                        assert got_up == payload(10 + i, size), f"{name}: app->device differs"
+                        assert got_down == payload(20 + i, size), f"{name}: device->app differs"
+                    # nothing doubled: no byte more arrives after the exact amount
+                    await asyncio.sleep(0.3)
+                    for name, dev in devices.items():
+                        for fd in (dev.master, apps[name]):
+                            os.set_blocking(fd, False)
+                            with pytest.raises(BlockingIOError):
+                                os.read(fd, 1)
+                    for fd in apps.values():
+                        os.close(fd)
+                finally:
+                    client.stop()
+                    await asyncio.wait_for(task, 10)
+
+    try:
+        asyncio.run(main())
+    finally:
+        for dev in devices.values():
+            dev.close()
