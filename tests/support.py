@@ -173,6 +173,7 @@ class Recorder:
         self.opens: list[bool] = []
         self.purges: list[Any] = []
         self.modem: list[Any] = []
+        self.flow: list[bool] = []
         self.lost: list[object] = []
         self.drained = 0
 
@@ -184,6 +185,9 @@ class Recorder:
 
     def port_modem(self, lines: Any) -> None:
         self.modem.append(lines)
+
+    def port_flow(self, stopped: bool) -> None:
+        self.flow.append(stopped)
 
     def port_lost(self, exc: object) -> None:
         self.lost.append(exc)

@@ -231,6 +231,9 @@ class ChannelBridge:
     def port_modem(self, lines: ModemLines) -> None:
         pass
 
+    def port_flow(self, stopped: bool) -> None:
+        pass
+
     def port_lost(self, exc: PortError | None) -> None:
         pass
 

@@ -148,6 +148,13 @@ class ClientChannel(ChannelBridge):
 
     # --- what the hub said ---------------------------------------------------------------------
 
+    def flow_changed(self, stopped: bool) -> None:
+        """The device sent XOFF/XON: stop the application's output as its own tty would."""
+        setter = getattr(self.port, "set_output_stopped", None)
+        if setter is not None:
+            setter(stopped)
+        log.info("%s: the device %s", self.name, "stopped our output (XOFF)" if stopped else "let output go on (XON)")
+
     def modem_changed(self, lines: ModemLines) -> None:
         self.modem = lines
         setter = getattr(self.port, "set_modem_lines", None)
@@ -466,6 +473,8 @@ class Client:
                 log.debug("%s: control %s", self._by_id[cid].name, state)
             case ev.ModemChanged(cid, lines):
                 self._by_id[cid].modem_changed(lines)
+            case ev.FlowChanged(cid, stopped):
+                self._by_id[cid].flow_changed(stopped)
             case ev.ChannelProblem(cid, code, message):
                 log.warning("%s: hub reports: %s", self._by_id[cid].name, message)
             case ev.ConnectionTerminated(code, message):

@@ -59,6 +59,9 @@ class _Side:
         if not self.is_app:
             self.gateway.app.set_modem_lines(lines)
 
+    def port_flow(self, stopped: bool) -> None:
+        pass  # the device's queue stops by itself; a TCP client is held back by TCP
+
     def port_lost(self, exc: PortError | None) -> None:
         if not self.is_app:
             self.gateway.device_failed(exc)

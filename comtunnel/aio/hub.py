@@ -709,6 +709,7 @@ class HubChannel(ChannelBridge):
         self.gone = False
         self._reported: set[str] = set()
         self._modem: ModemLines | None = None
+        self._flow_stopped = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def port_data(self, data: bytes) -> None:
@@ -778,10 +779,19 @@ class HubChannel(ChannelBridge):
             self.tunnel.conn.report_modem(self.channel, lines)
             self.tunnel.flush_soon()
 
+    def port_flow(self, stopped: bool) -> None:
+        if stopped != self._flow_stopped and not self.closed:
+            self._flow_stopped = stopped
+            log.info("%s: the device %s", self.name, "sent XOFF: output stopped" if stopped else "sent XON")
+            self.tunnel.conn.report_flow(self.channel, stopped)
+            self.tunnel.flush_soon()
+
     def report_state(self) -> None:
         """After a resumption: what the client may have missed while it was away."""
         conn = self.tunnel.conn
         conn.report_settings(self.channel, self.settings)
+        if self._flow_stopped:
+            conn.report_flow(self.channel, True)
         if self._modem is not None:
             conn.report_modem(self.channel, self._modem)
         if self.gone:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: How long close() waits for an operation already running (an RFC 2217 server that never answers...).
 CLOSE_WAIT = 5.0
+#: A line change stops waiting for earlier output that has not moved for this long.
+STALL_LIMIT = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -149,9 +152,24 @@ class PortQueue:
                 self._pump()
 
     async def _output_drained(self) -> None:
+        """Wait for the port's write buffer to empty; give up after STALL_LIMIT without progress (a line
+        stopped by XOFF or CTS: the change may be what restarts it, as turning IXON off does)."""
         if self._drained is None:
             self._drained = asyncio.Event()
-        while self.port.write_buffer_size and not self.closed and not self.held:
+        left, since = self.port.write_buffer_size, time.monotonic()
+        while left and not self.closed and not self.held:
             self._drained.clear()
             with contextlib.suppress(TimeoutError):  # a port that never says 'drained' is re-checked
-                await asyncio.wait_for(self._drained.wait(), 0.5)
+                await asyncio.wait_for(self._drained.wait(), 0.25)
+            now, size = time.monotonic(), self.port.write_buffer_size
+            if size < left:
+                left, since = size, now
+            elif size and now - since >= STALL_LIMIT:
+                log.warning(
+                    "%s: %d bytes of output have not moved for %g s (flow control?): not waiting for them",
+                    self.port.description,
+                    size,
+                    STALL_LIMIT,
+                )
+                return
+            left = size

@@ -34,6 +34,9 @@ class PortListener(Protocol):
     def port_modem(self, lines: ModemLines) -> None:
         """The modem input lines changed (or are reported for the first time)."""
 
+    def port_flow(self, stopped: bool) -> None:
+        """The device stopped our output with XOFF (True) or let it go on with XON (False)."""
+
     def port_lost(self, exc: PortError | None) -> None:
         """The port failed (device gone, read error) and is closed; no more callbacks follow."""
 

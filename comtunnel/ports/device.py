@@ -70,6 +70,8 @@ THREAD_READ_TIMEOUT = 0.05  # how long a paused or closing reader thread can tak
 MODEM_POLL_INTERVAL = 0.02
 JOIN_TIMEOUT = 1.0
 ABANDON_CHECK = 0.5  # how often an idle thread checks that its event loop still exists
+OUTPUT_STALL = 2.0  # a line change stops waiting for output that has not moved for this long
+XON, XOFF = b"\x11", b"\x13"
 CMSPAR = 0o10000000000  # Linux: mark/space parity; not exported by the termios module
 _NO_LINES = {errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP}
 _PYSERIAL_STOPBITS = {
@@ -97,6 +99,7 @@ class DevicePort(SerialPort):
         self.exclusive = exclusive
         self.modem_supported = True
         self.uses_fd = False  # which data path open() chose
+        self.output_stopped = False  # XOFF received (software flow control on the fd path)
         self._ser: serial.Serial | None = None
         self._ioctl_fd: int | None = None  # posix ports (spy:// included): for termios and modem reads
         self._io: _FdIO | _ThreadIO | None = None
@@ -208,10 +211,30 @@ class DevicePort(SerialPort):
     def _received(self, data: bytes) -> None:
         if self._closed:
             return
+        if self.uses_fd and self.settings.xonxoff and (XOFF in data or XON in data):
+            data = self._flow_control(data)
+            if not data:
+                return
         if self._paused or self._held:  # keep order behind anything held back
             self._held.append(data)
         elif self._listener is not None:
             self._listener.port_data(data)
+
+    def _flow_control(self, data: bytes) -> bytes:
+        """XON/XOFF as the kernel's IXON does it (stop at once, take the characters out), but seen
+        here, so the stop can be passed on: the application's own tty stops too, as on a local port."""
+        stopped = data.rfind(XOFF) > data.rfind(XON)
+        if stopped != self.output_stopped:
+            self._set_output_stopped(stopped)
+        return data.replace(XOFF, b"").replace(XON, b"")
+
+    def _set_output_stopped(self, stopped: bool) -> None:
+        self.output_stopped = stopped
+        if self._ioctl_fd is not None:
+            with contextlib.suppress(OSError, termios.error):
+                termios.tcflow(self._ioctl_fd, termios.TCOOFF if stopped else termios.TCOON)
+        if self._listener is not None:
+            self._listener.port_flow(stopped)
 
     def _release_held(self) -> None:
         if self._held and not self._paused and not self._closed and self._listener is not None:
@@ -261,39 +284,49 @@ class DevicePort(SerialPort):
             return True
         return self._ioctl_fd is not None and _is_pty(self._ioctl_fd)
 
-    async def _output_sent(self) -> None:
-        """Wait on the loop (cancellable, unlike tcdrain) until the tty's output queue is empty;
-        the worker's tcdrain then only waits for the last characters in the UART."""
+    async def _output_sent(self) -> bool:
+        """Wait on the loop (cancellable, unlike tcdrain) until the tty's output queue is empty, so the
+        worker's tcdrain only waits for the last characters in the UART. False if the queue did not
+        move for OUTPUT_STALL (a line stopped by flow control): then there is nothing to wait for."""
         fd = self._ioctl_fd
-        delay = 0.001
+        delay, last, since = 0.001, -1, time.monotonic()
         while fd is not None and not self._closed:
             try:
                 queued = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, bytes(4)))[0]
             except OSError:
-                return
+                return True
             if queued <= 0:
-                return
+                return True
+            now = time.monotonic()
+            if queued != last:
+                last, since = queued, now
+            elif now - since >= OUTPUT_STALL:
+                log.warning("%s: %d bytes of output are not moving (flow control?)", self.url, queued)
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
+        return True
 
     async def apply_settings(self, settings: PortSettings) -> PortSettings:
         ser = self._require_open()
         async with self._ops:
-            await self._output_sent()
+            configure = _drain_then_configure if await self._output_sent() else _configure
             try:
-                effective = await asyncio.to_thread(_drain_then_configure, ser, self._ioctl_fd, settings)
+                effective = await asyncio.to_thread(configure, ser, self._ioctl_fd, settings)
             except (OSError, ValueError, termios.error) as exc:
                 with contextlib.suppress(OSError, ValueError, termios.error):
                     await asyncio.to_thread(_configure, ser, self._ioctl_fd, self.settings)
                 raise PortError(f"cannot set {settings.short()} on {self.url}: {_reason(exc)}") from None
         self.settings = effective
+        if self.output_stopped and not effective.xonxoff:
+            self._set_output_stopped(False)  # as clearing IXON restarts a tty
         return effective
 
     async def set_control(self, request: ControlRequest) -> ControlState:
         ser = self._require_open()
         async with self._ops:
-            await self._output_sent()
-            state, missing, error = await asyncio.to_thread(_drain_then_set_lines, ser, self.control, request)
+            set_lines = _drain_then_set_lines if await self._output_sent() else _set_lines
+            state, missing, error = await asyncio.to_thread(set_lines, ser, self.control, request)
         self.control = state
         if not self._closed:
             self._check_modem()  # a loopback wiring answers at once: do not wait for the next poll
@@ -627,6 +660,10 @@ def _configure(ser: serial.Serial, fd: int | None, s: PortSettings) -> PortSetti
     _set_line(ser, s)
     if fd is None:
         return _from_pyserial(ser)
+    if s.xonxoff and _plain_posix(ser):  # the fd path does IXON itself (see DevicePort._flow_control)
+        attrs = termios.tcgetattr(fd)
+        attrs[0] &= ~termios.IXON
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
     effective = _from_termios(termios2.get(fd), s)
     if (effective.bytesize, effective.parity) != (s.bytesize, s.parity):
         # Tell pyserial what the device kept, so its later reconfigures stop asking for the impossible.
@@ -678,7 +715,7 @@ def _from_termios(t: termios2.Termios2, requested: PortSettings) -> PortSettings
             bytesize=_BYTESIZE[t.cflag & termios.CSIZE],
             parity=parity,
             stopbits=stopbits,
-            xonxoff=bool(t.iflag & termios.IXON),
+            xonxoff=bool(t.iflag & (termios.IXON | termios.IXOFF)),
             rtscts=bool(t.cflag & termios.CRTSCTS),
         )
     except SettingsError:

@@ -306,3 +306,9 @@ class PtyPort(SerialPort):
 
     def set_modem_lines(self, lines: ModemLines) -> None:
         self.modem = lines
+
+    def set_output_stopped(self, stopped: bool) -> None:
+        """The device sent XOFF (or XON): the application's writes block (or go on), as they would
+        on a local port whose tty received it."""
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcflow(self._slave, termios.TCOOFF if stopped else termios.TCOON)

@@ -170,3 +170,11 @@ class ChannelStateChanged(Event):
     channel: int
     state: str
     message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FlowChanged(Event):
+    """Client side: the device stopped the channel's output (XOFF) or let it go on (XON)."""
+
+    channel: int
+    stopped: bool

@@ -42,6 +42,7 @@ class FrameType(enum.IntEnum):
     RESUMED = 19
     RESUME_FAIL = 20
     CHANNEL_STATE = 21
+    FLOW = 22
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -228,6 +229,15 @@ class ChannelState(Frame):
     message: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Flow(Frame):
+    """The device stopped us (XOFF received, with software flow control) or let us go on (XON)."""
+
+    TYPE: ClassVar[FrameType] = FrameType.FLOW
+    channel: int
+    stopped: bool
+
+
 def encode_body(frame: Frame) -> bytes:
     """Serialize a frame body (without the length prefix)."""
     body: bytes = msgpack.packb(_fields(frame), use_bin_type=True)
@@ -275,6 +285,8 @@ def _fields(frame: Frame) -> list[Any]:
             return [t, int(code), message]
         case ChannelState(channel, state, message):
             return [t, channel, state, message]
+        case Flow(channel, stopped):
+            return [t, channel, stopped]
     raise TypeError(f"cannot encode {frame!r}")
 
 
@@ -429,7 +441,15 @@ _DECODERS: dict[FrameType, Any] = {
     FrameType.RESUMED: lambda f: _done(f, Resumed(_offsets(f))),
     FrameType.RESUME_FAIL: lambda f: _done(f, ResumeFail(f.code(), f.text())),
     FrameType.CHANNEL_STATE: _channel_state,
+    FrameType.FLOW: lambda f: _done(f, Flow(f.uint(), _bool(f))),
 }
+
+
+def _bool(f: _Fields) -> bool:
+    value = f._next()
+    if type(value) is not bool:
+        raise RemoteProtocolError(f"{f.ftype.name}: bad boolean field {value!r:.40}")
+    return value
 
 
 def _purge(f: _Fields) -> Purge:

@@ -104,6 +104,7 @@ _HUB_ONLY = {
     fr.Resumed,
     fr.ResumeFail,
     fr.ChannelState,
+    fr.Flow,
 }
 
 
@@ -352,6 +353,12 @@ class Connection:
             raise LocalProtocolError(f"unknown channel state {state!r}")
         if self.channel_state(channel) is ChannelState.OPEN:
             self._send(fr.ChannelState(channel, state, message[:MAX_MESSAGE]))
+
+    def report_flow(self, channel: int, stopped: bool) -> None:
+        """The device stopped our output to it (XOFF) or let it go on (XON)."""
+        self._require(Role.HUB, "report flow control")
+        if self.channel_state(channel) is ChannelState.OPEN:
+            self._send(fr.Flow(channel, stopped))
 
     def accept_resume(self, old: Connection, peer: list[tuple[int, int, int]]) -> list[int]:
         """Hub: continue ``old``'s session on this connection. ``peer`` is the RESUME's channel list.
@@ -651,6 +658,11 @@ class Connection:
             del self._channels[cid]
         return lost
 
+    def _on_flow(self, frame: fr.Flow) -> ev.Event | None:
+        if self._live(frame) is None:
+            return None
+        return ev.FlowChanged(frame.channel, frame.stopped)
+
     def _on_channel_state(self, frame: fr.ChannelState) -> ev.Event | None:
         if self._live(frame) is None:
             return None
@@ -731,4 +743,5 @@ _HANDLERS: dict[type[fr.Frame], Any] = {
     fr.Resumed: Connection._on_resumed,
     fr.ResumeFail: Connection._on_resume_fail,
     fr.ChannelState: Connection._on_channel_state,
+    fr.Flow: Connection._on_flow,
 }

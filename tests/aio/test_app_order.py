@@ -13,6 +13,7 @@ import tty
 from pathlib import Path
 
 import pytest
+import serial
 import uvloop
 from faultproxy import FaultProxy
 from support import (
@@ -293,3 +294,38 @@ def test_two_ports_both_ways_through_six_resets(certs: Path, tmp_path: Path) -> 
     finally:
         for dev in devices.values():
             dev.close()
+
+
+# --- flow control the application can feel -------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_xoff_from_the_device_blocks_the_applications_writes(certs: Path, tmp_path: Path) -> None:
+    """pyserial's test_WriteTimeout through a virtual port: with xonxoff, the loopback device returns
+    the XOFF the application wrote; the application's next write must block, as on a local port,
+    and go on after XON."""
+    device = EchoDevice()
+    link = tmp_path / "dev"
+
+    async def main() -> None:
+        async with running_hub(certs, {"dev": device.path}) as (_, port):
+            async with running_client(certs, port, {"dev": link}):
+
+                def application() -> None:
+                    with serial.Serial(str(link), 115200, xonxoff=True, write_timeout=1, timeout=5) as app:
+                        app.write(serial.XOFF)
+                        time.sleep(1)  # the XOFF's way round the loop
+                        with pytest.raises(serial.SerialTimeoutException):
+                            app.write(b"x" * 2800)
+                        # the device's XON (written on its side) lets it go on
+                        write_all(device.master, serial.XON)
+                        time.sleep(0.5)
+                        app.write_timeout = 5
+                        app.write(b"after XON")
+
+                await asyncio.to_thread(application)
+
+    try:
+        asyncio.run(main())
+    finally:
+        device.close()

@@ -141,8 +141,8 @@ def test_attack_is_contained_and_good_client_keeps_its_speed(
         procs[0].wait_for(logged, timeout=5)
         assert during >= alone * 0.5, f"{during:.1f} MB/s under attack vs {alone:.1f} alone"
         assert "Traceback" not in procs[0].text()
-        after = throughput(app, device.master)
-        assert after >= alone * 0.5
+        after = max(throughput(app, device.master) for _ in range(2))  # as noisy as 'alone': the best of two
+        assert after >= alone * 0.5, f"{after:.1f} MB/s after the attack vs {alone:.1f} alone"
         os.close(app)
     finally:
         device.close()

@@ -88,6 +88,7 @@ STRATEGIES: dict[fr.FrameType, st.SearchStrategy[Any]] = {
     fr.FrameType.RESUMED: st.builds(fr.Resumed, st.lists(offsets_st, max_size=4)),
     fr.FrameType.RESUME_FAIL: st.builds(fr.ResumeFail, code_st, message_st),
     fr.FrameType.CHANNEL_STATE: st.builds(fr.ChannelState, channel_st, st.sampled_from(fr.CHANNEL_STATES), message_st),
+    fr.FrameType.FLOW: st.builds(fr.Flow, channel_st, st.booleans()),
 }
 frame_st = st.one_of(*STRATEGIES.values())
 
@@ -257,6 +258,7 @@ def test_wrong_field_types_are_rejected(sample: fr.Frame) -> None:
         pytest.param([12, 1, 0, 0, 0], id="purge 0 reserved"),
         pytest.param([12, 1, 4, 0, 0], id="purge 4"),
         pytest.param([12, 1, 1], id="purge without its place (protocol 2)"),
+        pytest.param([22, 1, 1], id="flow state not a bool"),
         pytest.param([12, 1, 1, -1, 0], id="negative operation number"),
         pytest.param([9, 1, {"dtr": True}, 0, 1.5], id="offset not an integer"),
         pytest.param([14, U64 + 1 - 1, 1], id="ping with an extra field"),
