@@ -20,6 +20,7 @@ the oldest bytes go, counted in ``lost`` and logged with how long the peer had b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -29,11 +30,14 @@ from comtunnel.aio.port_queue import PortQueue
 from comtunnel.aio.tunnel import Tunnel
 from comtunnel.errors import PortError
 from comtunnel.ports.base import SerialPort
+from comtunnel.protocol.drain import DrainMeter
 from comtunnel.protocol.limits import DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings, Purge
 
 log = logging.getLogger(__name__)
 
+#: How often a busy port's drain rate is sampled (its window follows).
+METER_INTERVAL = 0.25
 #: A queued operation for the tunnel: sends its frame when every byte before it has been sent.
 Outgoing = Callable[[], None]
 
@@ -57,10 +61,15 @@ class ChannelBridge:
         self._outbox_bytes = 0
         self._paused = False
         self._unacknowledged = 0  # reached the port, credit not yet returned
+        self.meter = DrainMeter()  # sizes the window we grant to what the port really drains
+        self._meter_timer: asyncio.TimerHandle | None = None
         self._suspended_at = 0.0
         self._lost_before = 0  # ``lost`` when the last suspension began
         self.closed = False
         self.suspended = False
+
+    #: Grant a window sized to the port's drain rate (the hub's devices) or always the full one.
+    sizes_window = True
 
     @property
     def reads_while_suspended(self) -> bool:
@@ -105,11 +114,11 @@ class ChannelBridge:
         """Send a frame now, or once the bytes the port produced before it have been sent."""
         if self.closed:
             return
-        if self._outbox or self.suspended:
+        if self._outbox_bytes or self.suspended:
             self._outbox.append(send)
             return
-        send()
-        self.tunnel.flush_soon()
+        self._outbox.append(send)
+        self.window_opened()  # only operations wait: they go now, in order
 
     def drop_unsent(self) -> int:
         """Discard the port's bytes that were not sent yet (a flush); operations stay in place."""
@@ -117,7 +126,7 @@ class ChannelBridge:
         if dropped:
             self._outbox = deque(item for item in self._outbox if not isinstance(item, bytearray))
             self._outbox_bytes = 0
-            self._resume_if_empty()
+            self.window_opened()  # the operations that waited behind those bytes go now
         return dropped
 
     def _bound_while_suspended(self) -> None:
@@ -183,12 +192,55 @@ class ChannelBridge:
     def _port_took(self, size: int) -> None:
         self.bytes_to_port += size
         self._unacknowledged += size
-        if self.port.write_buffer_size == 0:
+        buffered = self.port.write_buffer_size
+        self.meter.wrote(size, buffered, time.monotonic())
+        if buffered == 0:
             self._return_credit()
+        elif self._meter_timer is None:
+            self._meter_timer = asyncio.get_running_loop().call_later(METER_INTERVAL, self._meter_tick)
+        self.retune_window()
 
     def port_drained(self) -> None:
         self.to_port.port_drained()
+        self.meter.drained(time.monotonic())
         self._return_credit()
+        self.retune_window()
+
+    def _meter_tick(self) -> None:
+        self._meter_timer = None
+        buffered = self.port.write_buffer_size
+        if self.closed or not buffered:
+            return
+        self.meter.sample(buffered, time.monotonic())
+        self.retune_window()
+        self._meter_timer = asyncio.get_running_loop().call_later(METER_INTERVAL, self._meter_tick)
+
+    def start_window(self) -> None:
+        """Right after the channel opened: grant the meter's starting window (sent in the same write
+        as the OPEN answer, so the peer never had more in flight)."""
+        if self.sizes_window and not self.closed and not self.suspended:
+            self.tunnel.conn.resize_window(self.channel, self.meter.window())
+
+    def retune_window(self) -> None:
+        """Grant the window the meter proposes, once it differs enough to be worth a frame."""
+        if self.closed or self.suspended or not self.sizes_window:
+            return
+        conn = self.tunnel.conn
+        current, target = conn.window_size(self.channel), self.meter.window()
+        if current and (
+            target * 2 <= current
+            or target >= current * 2
+            or (
+                target != current
+                and target
+                in (
+                    self.meter.minimum,
+                    self.meter.maximum,
+                )
+            )
+        ):
+            conn.resize_window(self.channel, target)
+            self.tunnel.flush_soon()
 
     def _return_credit(self) -> None:
         if self._unacknowledged and not self.closed:
@@ -253,6 +305,9 @@ class ChannelBridge:
         """Stop passing data; the channel is gone (the port's owner decides whether to close it)."""
         self.closed = True
         self.suspended = False
+        if self._meter_timer is not None:
+            self._meter_timer.cancel()
+            self._meter_timer = None
         self._outbox.clear()
         self._outbox_bytes = 0
         self._unacknowledged = 0

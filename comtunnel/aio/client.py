@@ -70,9 +70,14 @@ class AttachSpec:
 class ClientChannel(ChannelBridge):
     """A local port plus what we know of its remote twin.
 
+    Its window stays full-size: the application reads from a PTY, and the device's side is
+    where the line's rate is (the hub sizes that window).
+
     Across a dropped connection the channel is suspended and resumed with the session (same id,
     nothing lost); if the hub cannot resume it, it is reopened as a new channel and the loss counted.
     """
+
+    sizes_window = False
 
     def __init__(self, client: Client, name: str, port: SerialPort, settings: PortSettings, virtual: bool):
         # Unbound until the hub opens the channel; ``closed`` keeps every path off the tunnel till then.
@@ -95,6 +100,7 @@ class ClientChannel(ChannelBridge):
         self.tunnel, self.channel, self.closed = tunnel, channel, False
         self.remote_settings = settings
         self.state = "open"
+        self.start_window()
         if self.settings != settings:
             log.info("%s: the hub applied %s (asked %s)", self.name, settings.short(), self.settings.short())
         self.port.resume_reading()

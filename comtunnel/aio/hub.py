@@ -638,6 +638,7 @@ class HubSession:
         if self.detached_at is not None:  # the connection died while we were opening
             channel.suspend()
         self.conn.accept_channel(event.channel, settings, {"device": spec.device})
+        channel.start_window()
         log.info("%s opened %s (%s, %s)", self.tunnel.peer, spec.name, spec.device, settings.short())
         channel.port_modem(port.modem_lines())
         channel.window_opened()  # anything the device said while we were opening
@@ -755,6 +756,7 @@ class HubChannel(ChannelBridge):
 
     async def _apply_settings(self, settings: PortSettings) -> None:
         self.settings = await self.port.apply_settings(settings)
+        self.meter.reset()  # a new rate: measure what it drains afresh
         log.info("%s: line settings %s", self.name, self.settings.short())
         self.tunnel.conn.report_settings(self.channel, self.settings)
 
@@ -782,6 +784,8 @@ class HubChannel(ChannelBridge):
     def port_flow(self, stopped: bool) -> None:
         if stopped != self._flow_stopped and not self.closed:
             self._flow_stopped = stopped
+            self.meter.stopped = stopped  # a stopped line gets the smallest window
+            self.retune_window()
             log.info("%s: the device %s", self.name, "sent XOFF: output stopped" if stopped else "sent XON")
             self.tunnel.conn.report_flow(self.channel, stopped)
             self.tunnel.flush_soon()

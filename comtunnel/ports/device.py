@@ -285,9 +285,9 @@ class DevicePort(SerialPort):
         return self._ioctl_fd is not None and _is_pty(self._ioctl_fd)
 
     async def _output_sent(self) -> bool:
-        """Wait on the loop (cancellable, unlike tcdrain) until the tty's output queue is empty, so the
-        worker's tcdrain only waits for the last characters in the UART. False if the queue did not
-        move for OUTPUT_STALL (a line stopped by flow control): then there is nothing to wait for."""
+        """TCSADRAIN's wait, on the loop: until the tty's output queue (TIOCOUTQ) is empty. Not tcdrain
+        in the worker: that blocks for good on a line stopped by flow control, or on a PTY nobody
+        reads, and cannot be cancelled. False if the queue did not move for OUTPUT_STALL."""
         fd = self._ioctl_fd
         delay, last, since = 0.001, -1, time.monotonic()
         while fd is not None and not self._closed:
@@ -310,9 +310,9 @@ class DevicePort(SerialPort):
     async def apply_settings(self, settings: PortSettings) -> PortSettings:
         ser = self._require_open()
         async with self._ops:
-            configure = _drain_then_configure if await self._output_sent() else _configure
+            await self._output_sent()
             try:
-                effective = await asyncio.to_thread(configure, ser, self._ioctl_fd, settings)
+                effective = await asyncio.to_thread(_configure, ser, self._ioctl_fd, settings)
             except (OSError, ValueError, termios.error) as exc:
                 with contextlib.suppress(OSError, ValueError, termios.error):
                     await asyncio.to_thread(_configure, ser, self._ioctl_fd, self.settings)
@@ -325,8 +325,8 @@ class DevicePort(SerialPort):
     async def set_control(self, request: ControlRequest) -> ControlState:
         ser = self._require_open()
         async with self._ops:
-            set_lines = _drain_then_set_lines if await self._output_sent() else _set_lines
-            state, missing, error = await asyncio.to_thread(set_lines, ser, self.control, request)
+            await self._output_sent()
+            state, missing, error = await asyncio.to_thread(_set_lines, ser, self.control, request)
         self.control = state
         if not self._closed:
             self._check_modem()  # a loopback wiring answers at once: do not wait for the next poll
@@ -635,24 +635,6 @@ def _is_pty(fd: int) -> bool:
         return 136 <= os.major(os.fstat(fd).st_rdev) <= 143
     except OSError:
         return False
-
-
-def _drain(ser: serial.Serial) -> None:
-    """TCSADRAIN's first half (worker thread): what was written before has been sent."""
-    with contextlib.suppress(Exception):  # a backend without a notion of 'sent' has nothing to wait for
-        ser.flush()
-
-
-def _drain_then_configure(ser: serial.Serial, fd: int | None, s: PortSettings) -> PortSettings:
-    _drain(ser)
-    return _configure(ser, fd, s)
-
-
-def _drain_then_set_lines(
-    ser: serial.Serial, state: ControlState, request: ControlRequest
-) -> tuple[ControlState, list[str], tuple[str, str] | None]:
-    _drain(ser)
-    return _set_lines(ser, state, request)
 
 
 def _configure(ser: serial.Serial, fd: int | None, s: PortSettings) -> PortSettings:

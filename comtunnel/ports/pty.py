@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536 + 1  # one packet-mode status byte + data
 DRAIN_LIMIT = 256 * 1024  # per wake-up, so one busy port cannot hold the loop for long
 POLL_INTERVAL = 0.05
+PEEK_INTERVAL = 0.02
 
 
 class PtyPort(SerialPort):
@@ -60,6 +61,7 @@ class PtyPort(SerialPort):
         self._reading = True
         self._opens = 0
         self._poll: asyncio.TimerHandle | None = None
+        self._peek: asyncio.TimerHandle | None = None  # while paused: the app's flushes and termios
         self._closed = False
         self._own_flush = False  # we flushed the app's input ourselves: that FLUSHREAD is not the app's
 
@@ -102,6 +104,8 @@ class PtyPort(SerialPort):
             return
         self._closed = True
         self._listener = None
+        if self._peek is not None:
+            self._peek.cancel()
         if self._poll is not None:
             self._poll.cancel()
         if self._loop is not None:
@@ -271,11 +275,30 @@ class PtyPort(SerialPort):
         if self._reading and not self._closed and self._loop is not None:
             self._reading = False
             self._loop.remove_reader(self._master)
+            self._peek = self._loop.call_later(PEEK_INTERVAL, self._peek_status)
 
     def resume_reading(self) -> None:
         if not self._reading and not self._closed and self._loop is not None:
             self._reading = True
+            if self._peek is not None:
+                self._peek.cancel()
+                self._peek = None
             self._loop.add_reader(self._master, self._on_readable)
+
+    def _peek_status(self) -> None:
+        """While paused the app's data stays in the PTY, but its tcflush/tcsetattr must not wait for
+        our window: a 1-byte packet-mode read returns a pending status and consumes no data."""
+        self._peek = None
+        if self._reading or self._closed or self._loop is None:
+            return
+        try:
+            status = os.read(self._master, 1)
+        except OSError:
+            status = b""
+        if status and status[0] and self._listener is not None:
+            self._on_control_packet(status[0])
+        if not self._reading and not self._closed:
+            self._peek = self._loop.call_later(PEEK_INTERVAL, self._peek_status)
 
     async def apply_settings(self, settings: PortSettings) -> PortSettings:
         t = termios2.get(self._slave)

@@ -29,7 +29,12 @@ class SendWindow:
 
     @property
     def available(self) -> int:
-        return self.acked + self.size - self.sent
+        return max(0, self.acked + self.size - self.sent)
+
+    def resize(self, size: int) -> None:
+        """The peer changed the window it grants (sized to what its port drains). Shrinking can
+        leave more in flight than the new size: then nothing more goes until that is acknowledged."""
+        self.size = size
 
     def consume(self, size: int) -> None:
         if size > self.available:
@@ -40,7 +45,7 @@ class SendWindow:
         self.sent += size
 
     def grow(self, increment: int) -> None:
-        if increment <= 0 or self.available + increment > MAX_WINDOW:
+        if increment <= 0 or self.acked + self.size - self.sent + increment > MAX_WINDOW:
             raise RemoteProtocolError(f"window update of {increment} is invalid", ErrorCode.FLOW_CONTROL_ERROR)
         if self.acked + increment <= self.sent:
             self.acked += increment  # credit for bytes we sent: also an acknowledgement
@@ -67,10 +72,21 @@ class ReceiveWindow:
         self.received_total = 0  # offset of the next byte we expect
         self.consumed_total = 0  # offset up to which our consumer has taken bytes
         self.reported = 0  # offset up to which we have returned credit
+        self.granted = size  # the highest offset the peer may send up to, whatever it knows of resizes
+        self.peak = size  # the largest size we ever granted
+        self.resized = False  # resize() was used: after a resumption the peer is told the size again
 
     @property
     def remaining(self) -> int:
-        return self.reported + self.size - self.received_total
+        return self.granted - self.received_total
+
+    def resize(self, size: int) -> None:
+        """Grant ``size`` from now on. What the peer was granted before stays granted: a shrink
+        takes effect when the peer hears of it, a growth at once."""
+        self.size = size
+        self.resized = True
+        self.peak = max(self.peak, size)
+        self.granted = max(self.granted, self.reported + size)
 
     def received(self, size: int) -> None:
         if size > self.remaining:
@@ -89,11 +105,21 @@ class ReceiveWindow:
             return 0
         increment = self.consumed_total - self.reported
         self.reported = self.consumed_total
+        self.granted = max(self.granted, self.reported + self.size)
+        return increment
+
+    def report_all(self) -> int:
+        """Return every owed byte of credit now (a quiet line); the increment, 0 if none is owed."""
+        increment = self.consumed_total - self.reported
+        self.reported = self.consumed_total
+        self.granted = max(self.granted, self.reported + self.size)
         return increment
 
     def resync(self) -> tuple[int, int]:
         """What we tell the peer when a session resumes: (received, consumed); credit is then exact."""
         self.reported = self.consumed_total
+        # The peer may still hold any size we ever granted (a resize can be lost with the connection).
+        self.granted = max(self.granted, self.reported + self.peak)
         return self.received_total, self.consumed_total
 
 

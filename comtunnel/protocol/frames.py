@@ -106,6 +106,7 @@ class WindowUpdate(Frame):
     TYPE: ClassVar[FrameType] = FrameType.WINDOW
     channel: int
     increment: int
+    size: int | None = None  # the window granted from now on, when the receiver resizes it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -249,8 +250,10 @@ def _fields(frame: Frame) -> list[Any]:
     match frame:
         case Data(channel, data):
             return [t, channel, data]
-        case WindowUpdate(channel, increment):
+        case WindowUpdate(channel, increment, None):
             return [t, channel, increment]
+        case WindowUpdate(channel, increment, size):
+            return [t, channel, increment, size]
         case Hello(version, info):
             return [t, version, info]
         case Open(channel, port, settings, control, window):
@@ -425,7 +428,9 @@ _DECODERS: dict[FrameType, Any] = {
     FrameType.OPEN_FAIL: lambda f: _done(f, OpenFail(f.uint(), f.code(), f.text())),
     FrameType.CLOSE: lambda f: _done(f, Close(f.uint(), f.code(), f.text())),
     FrameType.DATA: lambda f: _done(f, Data(f.uint(), f.binary())),
-    FrameType.WINDOW: lambda f: _done(f, WindowUpdate(f.uint(), f.uint(MAX_WINDOW))),
+    FrameType.WINDOW: lambda f: _done(
+        f, WindowUpdate(f.uint(), f.uint(MAX_WINDOW), f.uint(MAX_WINDOW) if f.pos < len(f.obj) else None)
+    ),
     FrameType.SET_SETTINGS: lambda f: _done(f, SetSettings(f.uint(), f.settings(), f.uint(_U64), f.uint(_U64))),
     FrameType.SETTINGS: lambda f: _done(f, Settings(f.uint(), f.settings())),
     FrameType.SET_CONTROL: lambda f: _done(f, SetControl(f.uint(), f.control_request(), f.uint(_U64), f.uint(_U64))),

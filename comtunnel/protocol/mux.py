@@ -41,6 +41,7 @@ from .limits import (
     MAX_MESSAGE,
     MAX_PORT_NAME,
     MAX_REPLAY_OPERATIONS,
+    MAX_WINDOW,
     PROTOCOL_VERSION,
 )
 from .settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
@@ -234,6 +235,22 @@ class Connection:
         else:
             self._send(fr.WindowUpdate(channel, increment))
 
+    def resize_window(self, channel: int, size: int) -> None:
+        """Grant ``size`` bytes of window on ``channel`` from now on (a slow port gets less, so what
+        its sender has in flight stays a few hundred milliseconds of the line's worth)."""
+        ch = self._channels.get(channel)
+        if ch is None or ch.state is not ChannelState.OPEN or size == ch.recv.size:
+            return
+        size = max(1, min(size, MAX_WINDOW))
+        ch.recv.resize(size)
+        self._send(fr.WindowUpdate(channel, ch.recv.report_all(), size))
+        self._credit_owed.discard(channel)
+
+    def window_size(self, channel: int) -> int:
+        """The receive window we grant on ``channel`` now (0 if it is not open)."""
+        ch = self._channels.get(channel)
+        return ch.recv.size if ch is not None else 0
+
     @property
     def credit_owed(self) -> bool:
         """Some channel consumed bytes whose credit was not returned yet (less than half a window)."""
@@ -246,9 +263,8 @@ class Connection:
             ch = self._channels.get(channel)
             if ch is None or ch.state is not ChannelState.OPEN:
                 continue
-            increment = ch.recv.consumed_total - ch.recv.reported
+            increment = ch.recv.report_all()
             if increment > 0:
-                ch.recv.reported = ch.recv.consumed_total
                 self._send(fr.WindowUpdate(channel, increment))
         self._credit_owed.clear()
 
@@ -389,7 +405,13 @@ class Connection:
         self._send(fr.Resumed(kept))
         for ch in resend:
             self._resend(ch)
+            self._announce_size(ch)
         return dropped
+
+    def _announce_size(self, ch: _Channel) -> None:
+        """After a resumption: a resized window again, in case the resize was lost with the connection."""
+        if ch.recv.resized:
+            self._send(fr.WindowUpdate(ch.id, 0, ch.recv.size))
 
     def refuse_resume(self, code: ErrorCode | int, message: str) -> None:
         self._require(Role.HUB, "refuse a resumption")
@@ -504,7 +526,12 @@ class Connection:
         ch = self._live(frame)
         if ch is None:
             return None
-        ch.send.grow(frame.increment)
+        if frame.size is not None:
+            if frame.size == 0:
+                raise RemoteProtocolError("a window of size 0", ErrorCode.FLOW_CONTROL_ERROR)
+            ch.send.resize(frame.size)
+        if frame.increment or frame.size is None:
+            ch.send.grow(frame.increment)
         ch.replay.trim(ch.send.acked)
         _trim_operations(ch, ch.send.acked)
         return ev.WindowOpened(frame.channel, ch.send.available)
@@ -642,6 +669,7 @@ class Connection:
             if ch.held_credit:
                 self._send(fr.WindowUpdate(cid, ch.held_credit))
                 ch.held_credit = 0
+            self._announce_size(ch)
         lost = self._drop_resuming()
         return ev.SessionResumed(kept, lost)
 

@@ -5,9 +5,12 @@ complete and in order, through real TLS on 127.0.0.1, real PTYs and real process
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import select
 import socket
 import termios
+import threading
 import time
 import tty
 from pathlib import Path
@@ -324,6 +327,77 @@ def test_xoff_from_the_device_blocks_the_applications_writes(certs: Path, tmp_pa
                         app.write(b"after XON")
 
                 await asyncio.to_thread(application)
+
+    try:
+        asyncio.run(main())
+    finally:
+        device.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_device_holds_the_application_back_and_a_flush_leaves_little_to_come(
+    certs: Path, tmp_path: Path
+) -> None:
+    """A device that takes 10 KB/s: the window follows its drain rate, so the application gets only
+    about the PTY buffers' worth ahead (a fixed 256 KiB window let it get ~300 KiB ahead), and after
+    a tcflush(TCOFLUSH) less than a second of output more comes than a flush on the device's own
+    tty leaves (a PTY keeps what is in its line discipline; a UART, its FIFO)."""
+    device = PtyDevice()
+    link = tmp_path / "dev"
+    taken = [0]
+    stop = threading.Event()
+
+    def slow_device() -> None:
+        while not stop.is_set():
+            if select.select([device.master], [], [], 0.1)[0]:
+                taken[0] += len(os.read(device.master, 1024))
+            time.sleep(0.1)
+
+    async def main() -> None:
+        async with running_hub(certs, {"dev": device.path}) as (_, port):
+            async with running_client(certs, port, {"dev": link}):
+                reader = threading.Thread(target=slow_device, daemon=True)
+                reader.start()
+
+                def application() -> tuple[int, int, int]:
+                    fd = os.open(link, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+                    tty.setraw(fd)
+                    accepted, chunk, deadline = 0, payload(5, 4096), time.monotonic() + 3
+                    while time.monotonic() < deadline:
+                        try:
+                            accepted += os.write(fd, chunk)
+                        except BlockingIOError:
+                            time.sleep(0.01)
+                    ahead = accepted - taken[0]
+                    termios.tcflush(fd, termios.TCOFLUSH)
+                    time.sleep(0.5)  # the purge's way to the hub
+                    before = taken[0]
+                    time.sleep(2)
+                    os.close(fd)
+                    return accepted, ahead, taken[0] - before
+
+                def local() -> int:
+                    """The same flush made on the device's own tty, next to the hub's fd."""
+                    fd = os.open(device.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+                    try:
+                        with contextlib.suppress(BlockingIOError):
+                            while True:
+                                os.write(fd, payload(6, 4096))
+                        termios.tcflush(fd, termios.TCOFLUSH)
+                        before = taken[0]
+                        time.sleep(2)
+                        return taken[0] - before
+                    finally:
+                        os.close(fd)
+
+                accepted, ahead, after_flush = await asyncio.to_thread(application)
+                baseline = await asyncio.to_thread(local)
+                stop.set()
+                reader.join(2)
+                assert ahead < 96 * 1024, f"the application got {ahead} bytes ahead of the device ({accepted} written)"
+                assert after_flush < baseline + 10 * 1024, (
+                    f"{after_flush} bytes came after the flush (local: {baseline})"
+                )
 
     try:
         asyncio.run(main())

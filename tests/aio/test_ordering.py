@@ -27,6 +27,7 @@ from comtunnel.ports.network import make_server_port
 from comtunnel.protocol import events as ev
 from comtunnel.protocol import rfc2217 as r
 from comtunnel.protocol.errors import RemoteProtocolError
+from comtunnel.protocol.limits import DEFAULT_WINDOW
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
 
@@ -194,6 +195,10 @@ class InMemoryHub:
             return any(isinstance(e, ev.ChannelOpened) and e.channel == cid for e in self.events)
 
         await wait_for(opened)
+        # the whole window at once (a port that keeps up earns it; the test sends without waiting)
+        self.session.conn.resize_window(cid, DEFAULT_WINDOW)
+        self.session.tunnel.flush()
+        self.to_client()
         if name in self.ports:  # the open applied the initial settings: what follows is the client's
             self.ports[name].log.clear()
             self.ports[name].buffered_at_change.clear()
@@ -239,7 +244,8 @@ def test_hub_channel_applies_the_wire_order(ops: list[Op], cuts: list[int]) -> N
             await wait_for(lambda: len(port.log) == len(expected) and port.log[-1] == expected[-1], timeout=3)
             expect_wire_order(port, ops)
             # credit came back for every byte (the quiet-line timer returns the last of it)
-            await wait_for(lambda: (hub.to_client(), hub.client.send_window(cid) == 256 * 1024)[1], timeout=5)
+            window = hub.session.conn.window_size(cid)
+            await wait_for(lambda: (hub.to_client(), hub.client.send_window(cid) == window)[1], timeout=5)
         finally:
             await hub.close()
 

@@ -87,7 +87,8 @@ def test_application_that_never_reads_stalls_only_its_own_port(tmp_path: Path, c
         assert read_exactly(other.master, 8, 10) == b"and back"
         after = rss_kib(hub_pid), rss_kib(client_pid)
         growth = [(a - b) / 1024 for a, b in zip(after, before, strict=True)]
-        assert offered > 256 * 1024  # at least a window went out before the windows throttled the device
+        # the device's output went out until the windows throttled it (sized to what the app drains: little)
+        assert offered > 32 * 1024
         assert all(g < 30 for g in growth), f"RSS grew by {growth} MiB (hub, client) after {offered >> 20} MiB"
         os.close(stubborn)
         os.close(app)
