@@ -683,8 +683,9 @@ class HubSession:
         for task in self._opening.values():
             task.cancel()
         for channel in list(self.channels):
-            bridge = self.channels.pop(channel)
-            await self._close_port(bridge)
+            bridge = self.channels.pop(channel, None)
+            if bridge is not None:  # a concurrent close (the session's end during hub shutdown) has it
+                await self._close_port(bridge)
 
 
 class HubChannel(ChannelBridge):

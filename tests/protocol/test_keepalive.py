@@ -16,9 +16,8 @@ def run_until(ka: KeepAlive, end: float, heard: set[float] = frozenset()) -> lis
     out = []
     now = 0.0
     while True:
-        now = ka.deadline()
-        for t in sorted(heard):
-            if t <= now and t > ka.last_heard:
+        for t in sorted(heard):  # what arrives before the (moving) deadline, in time order
+            if ka.last_heard < t <= ka.deadline():
                 ka.received(t)
         now = ka.deadline()
         if now > end:
