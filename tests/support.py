@@ -276,3 +276,11 @@ def pyserial_cycle(link: Path, seed: int, size: int) -> None:
         port.write(data)
         got = port.read(len(data))
         assert got == data, f"open {seed}: {len(got)} of {len(data)} bytes came back"
+
+
+async def echo_cycles(link: Path, opens: int = 100) -> None:
+    """``opens`` tty.setraw opens with a 16 KiB echo each, then as many pyserial opens with 4 KiB."""
+    for i in range(opens):
+        await asyncio.to_thread(echo_cycle, link, i, 16384)
+    for i in range(opens):
+        await asyncio.to_thread(pyserial_cycle, link, 1000 + i, 4096)

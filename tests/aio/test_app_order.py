@@ -22,9 +22,8 @@ from faultproxy import FaultProxy
 from support import (
     EchoDevice,
     PtyDevice,
-    echo_cycle,
+    echo_cycles,
     payload,
-    pyserial_cycle,
     read_exactly,
     running_client,
     running_hub,
@@ -48,10 +47,7 @@ def test_100_setraw_opens_and_100_pyserial_opens_get_every_reply(certs: Path, tm
     async def main() -> None:
         async with running_hub(certs, {"dev": device.path}) as (_, port):
             async with running_client(certs, port, {"dev": link}):
-                for i in range(100):
-                    await asyncio.to_thread(echo_cycle, link, i, 16384)
-                for i in range(100):
-                    await asyncio.to_thread(pyserial_cycle, link, 1000 + i, 4096)
+                await echo_cycles(link)
 
     try:
         asyncio.run(main())

@@ -21,8 +21,7 @@ from support import (
     EchoDevice,
     Proc,
     PtyDevice,
-    echo_cycle,
-    pyserial_cycle,
+    echo_cycles,
     read_exactly,
     running_client,
     running_hub,
@@ -101,10 +100,7 @@ def test_every_open_gets_its_whole_echo_through_ser2net(certs: Path, tmp_path: P
     async def main(s2n_port: int) -> None:
         async with running_hub(certs, {"s": f"rfc2217://127.0.0.1:{s2n_port}"}) as (_, port):
             async with running_client(certs, port, {"s": link}):
-                for i in range(100):
-                    await asyncio.to_thread(echo_cycle, link, i, 16384)
-                for i in range(100):
-                    await asyncio.to_thread(pyserial_cycle, link, 1000 + i, 4096)
+                await echo_cycles(link)
 
     try:
         with serving(tmp_path, device) as s2n_port:
