@@ -68,9 +68,6 @@ class ChannelBridge:
         self.closed = False
         self.suspended = False
 
-    #: Grant a window sized to the port's drain rate (the hub's devices) or always the full one.
-    sizes_window = True
-
     @property
     def reads_while_suspended(self) -> bool:
         """Keep reading while the peer is away: a UART talking on its own (into the replay bound);
@@ -218,12 +215,12 @@ class ChannelBridge:
     def start_window(self) -> None:
         """Right after the channel opened: grant the meter's starting window (sent in the same write
         as the OPEN answer, so the peer never had more in flight)."""
-        if self.sizes_window and not self.closed and not self.suspended:
+        if not self.closed and not self.suspended:
             self.tunnel.conn.resize_window(self.channel, self.meter.window())
 
     def retune_window(self) -> None:
         """Grant the window the meter proposes, once it differs enough to be worth a frame."""
-        if self.closed or self.suspended or not self.sizes_window:
+        if self.closed or self.suspended:
             return
         conn = self.tunnel.conn
         current, target = conn.window_size(self.channel), self.meter.window()

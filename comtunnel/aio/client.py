@@ -70,14 +70,12 @@ class AttachSpec:
 class ClientChannel(ChannelBridge):
     """A local port plus what we know of its remote twin.
 
-    Its window stays full-size: the application reads from a PTY, and the device's side is
-    where the line's rate is (the hub sizes that window).
+    Its window is sized to what the application reads, as the hub's is to what the device drains:
+    an application that stops reading holds up a few KiB in the tunnel, not 256 KiB of stale output.
 
     Across a dropped connection the channel is suspended and resumed with the session (same id,
     nothing lost); if the hub cannot resume it, it is reopened as a new channel and the loss counted.
     """
-
-    sizes_window = False
 
     def __init__(self, client: Client, name: str, port: SerialPort, settings: PortSettings, virtual: bool):
         # Unbound until the hub opens the channel; ``closed`` keeps every path off the tunnel till then.

@@ -399,3 +399,45 @@ def test_a_slow_device_holds_the_application_back_and_a_flush_leaves_little_to_c
         asyncio.run(main())
     finally:
         device.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_stopped_line_holds_each_direction_within_a_few_buffers(certs: Path, tmp_path: Path) -> None:
+    """A device that takes nothing (CTS held low under rtscts looks the same to the hub: the tty's
+    output stops) and an application that reads nothing: what the other end can write before it
+    blocks is a few tty buffers plus the smallest window, not the 256 KiB window."""
+    device = PtyDevice()
+    link = tmp_path / "dev"
+
+    def fill(fd: int, seconds: float) -> int:
+        accepted, chunk, deadline = 0, payload(7, 4096), time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                accepted += os.write(fd, chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+        return accepted
+
+    async def main() -> None:
+        async with running_hub(certs, {"dev": device.path}) as (_, port):
+            async with running_client(certs, port, {"dev": link}):
+
+                def both_ways() -> tuple[int, int]:
+                    fd = os.open(link, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+                    try:
+                        tty.setraw(fd)
+                        time.sleep(0.3)  # the open reached the hub
+                        os.set_blocking(device.master, False)
+                        return fill(fd, 3), fill(device.master, 3)
+                    finally:
+                        os.close(fd)
+
+                to_device, to_app = await asyncio.to_thread(both_ways)
+                # Measured: 46 KiB app->device, 48 KiB device->app (284 KiB with a fixed window).
+                assert to_device < 160 * 1024, f"the application wrote {to_device} bytes to a stopped line"
+                assert to_app < 160 * 1024, f"the device wrote {to_app} bytes to an application that reads nothing"
+
+    try:
+        asyncio.run(main())
+    finally:
+        device.close()
