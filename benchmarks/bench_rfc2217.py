@@ -206,7 +206,7 @@ class Client:
             if not chunk:
                 return
             for event in self.codec.receive_data(chunk):
-                if isinstance(event, r.DataReceived):
+                if isinstance(event, r.SerialDataReceived):
                     now = time.perf_counter()
                     self.first = self.first or now
                     self.last = now

@@ -479,14 +479,14 @@ class Client:
                 self._by_id[cid].modem_changed(lines)
             case ev.FlowChanged(cid, stopped):
                 self._by_id[cid].flow_changed(stopped)
-            case ev.ChannelProblem(cid, code, message):
+            case ev.ChannelErrorReceived(cid, code, message):
                 log.warning("%s: hub reports: %s", self._by_id[cid].name, message)
             case ev.ConnectionTerminated(code, message):
                 if code == ErrorCode.ACCESS_DENIED:  # e.g. our certificate was revoked: retrying cannot help
                     self.fail(CertificateError(f"the hub refused us: {message}"))
                 elif code not in (ErrorCode.NORMAL,):
                     log.error("the hub ended the connection: %s", message)
-            case ev.ChannelStateChanged(cid, state, message):
+            case ev.DeviceStatusChanged(cid, state, message):
                 channel = self._by_id[cid]
                 if state == "gone":
                     channel.state = "device gone"

@@ -428,7 +428,7 @@ class HubSession:
                 self.channels[channel].request_purge(which)
             case ev.ChannelClosed(channel, _, message, by_peer):
                 self._forget(channel, f"closed by the client: {message}" if by_peer else message)
-            case ev.ChannelProblem(channel, _, message):
+            case ev.ChannelErrorReceived(channel, _, message):
                 log.warning("%s reports on channel %d: %s", self.tunnel.peer, channel, message)
             case ev.ResumeRequested(token, channels):
                 self._resume(token, channels)
@@ -738,7 +738,7 @@ class HubChannel(ChannelBridge):
         except PortNotSupported as exc:
             self._report_once(str(exc), exc.code, str(exc))
         except PortError as exc:
-            self.tunnel.conn.report_problem(self.channel, exc.code, str(exc))
+            self.tunnel.conn.report_channel_error(self.channel, exc.code, str(exc))
             log.warning("%s: %s", self.name, exc)
         self.tunnel.flush_soon()
 
@@ -746,7 +746,7 @@ class HubChannel(ChannelBridge):
         if key not in self._reported:
             self._reported.add(key)
             log.warning("%s: %s", self.name, message)
-            self.tunnel.conn.report_problem(self.channel, code, message)
+            self.tunnel.conn.report_channel_error(self.channel, code, message)
 
     async def read_back(self, requested: PortSettings) -> PortSettings:
         try:
@@ -800,7 +800,7 @@ class HubChannel(ChannelBridge):
         if self._modem is not None:
             conn.report_modem(self.channel, self._modem)
         if self.gone:
-            conn.report_channel_state(self.channel, "gone", f"device {self.spec.device} is gone")
+            conn.report_device_status(self.channel, "gone", f"device {self.spec.device} is gone")
 
     # --- the device going and coming back ---------------------------------------------------------
 
@@ -813,7 +813,7 @@ class HubChannel(ChannelBridge):
         self.to_port.hold()
         self._modem = ModemLines.NONE
         conn = self.tunnel.conn
-        conn.report_channel_state(self.channel, "gone", message)
+        conn.report_device_status(self.channel, "gone", message)
         conn.report_modem(self.channel, ModemLines.NONE)  # carrier loss, for RFC 2217 clients
         self.tunnel.flush_soon()
         task = asyncio.get_running_loop().create_task(self._reopen())
@@ -844,7 +844,7 @@ class HubChannel(ChannelBridge):
                 self.settings = await port.apply_settings(self.settings)
             log.info("%s: %s is back (%s)", self.name, device, self.settings.short())
             conn = self.tunnel.conn
-            conn.report_channel_state(self.channel, "open", f"device {device} is back")
+            conn.report_device_status(self.channel, "open", f"device {device} is back")
             conn.report_settings(self.channel, self.settings)
             self.port_modem(port.modem_lines())
             self.to_port.release(port)

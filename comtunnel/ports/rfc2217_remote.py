@@ -116,7 +116,7 @@ class Rfc2217RemotePort(SerialPort):
 
     def _handle(self, event: object) -> None:
         match event:
-            case r.DataReceived(data):
+            case r.SerialDataReceived(data):
                 if self._listener is not None:
                     self._listener.port_data(data)
             case r.BaudRateAcked() | r.DataSizeAcked() | r.ParityAcked() | r.StopSizeAcked() | r.PurgeAcked():

@@ -81,7 +81,7 @@ class Rfc2217ServerPort(NetworkServerPort):
     def _handle(self, event: object) -> None:
         listener, codec, s = self._listener, self.codec, self.settings
         match event:
-            case r.DataReceived(data):
+            case r.SerialDataReceived(data):
                 if listener is not None:
                     listener.port_data(data)
             case r.BaudRateRequested(baud):
@@ -96,9 +96,9 @@ class Rfc2217ServerPort(NetworkServerPort):
             case r.StopSizeRequested(stopbits):
                 self._change(s.replace(stopbits=stopbits) if stopbits else s)
                 codec.ack_stopsize(self.settings.stopbits)
-            case r.ControlRequested(code):
+            case r.ComControlRequested(code):
                 codec.ack_control(self._control(code))
-            case r.PurgeRequested(which):
+            case r.ComPurgeRequested(which):
                 if listener is not None:
                     listener.app_purge(which)
                 codec.ack_purge(which)

@@ -115,7 +115,7 @@ class PurgeRequested(Event):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ChannelProblem(Event):
+class ChannelErrorReceived(Event):
     """A non-fatal report about a channel, e.g. 'device cannot set DTR'."""
 
     channel: int
@@ -164,7 +164,7 @@ class ResumeRefused(Event):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ChannelStateChanged(Event):
+class DeviceStatusChanged(Event):
     """Client side: the device is ``gone`` (unplugged) or ``open`` again; the channel stays."""
 
     channel: int

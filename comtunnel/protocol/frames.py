@@ -41,7 +41,7 @@ class FrameType(enum.IntEnum):
     RESUME = 18
     RESUMED = 19
     RESUME_FAIL = 20
-    CHANNEL_STATE = 21
+    DEVICE_STATUS = 21
     FLOW = 22
 
 
@@ -221,10 +221,10 @@ class ResumeFail(Frame):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ChannelState(Frame):
+class DeviceStatus(Frame):
     """Hub: the device behind a channel is ``gone`` (unplugged) or ``open`` again; the channel stays."""
 
-    TYPE: ClassVar[FrameType] = FrameType.CHANNEL_STATE
+    TYPE: ClassVar[FrameType] = FrameType.DEVICE_STATUS
     channel: int
     state: str
     message: str
@@ -286,7 +286,7 @@ def _fields(frame: Frame) -> list[Any]:
             return [t, [list(c) for c in channels]]
         case ResumeFail(code, message):
             return [t, int(code), message]
-        case ChannelState(channel, state, message):
+        case DeviceStatus(channel, state, message):
             return [t, channel, state, message]
         case Flow(channel, stopped):
             return [t, channel, stopped]
@@ -407,14 +407,14 @@ def _offsets(f: _Fields) -> list[tuple[int, int, int]]:
     return out
 
 
-def _channel_state(f: _Fields) -> Frame:
+def _device_status(f: _Fields) -> Frame:
     channel, state, message = f.uint(), f.text(16), f.text()
-    if state not in CHANNEL_STATES:
-        raise RemoteProtocolError(f"CHANNEL_STATE: unknown state {state!r}")
-    return _done(f, ChannelState(channel, state, message))
+    if state not in DEVICE_STATES:
+        raise RemoteProtocolError(f"DEVICE_STATUS: unknown state {state!r}")
+    return _done(f, DeviceStatus(channel, state, message))
 
 
-CHANNEL_STATES = ("gone", "open")
+DEVICE_STATES = ("gone", "open")
 _U64 = (1 << 64) - 1
 MAX_RESUME_CHANNELS = 4096
 MAX_TOKEN = 64
@@ -445,7 +445,7 @@ _DECODERS: dict[FrameType, Any] = {
     FrameType.RESUME: lambda f: _done(f, Resume(f.text(MAX_TOKEN), _offsets(f))),
     FrameType.RESUMED: lambda f: _done(f, Resumed(_offsets(f))),
     FrameType.RESUME_FAIL: lambda f: _done(f, ResumeFail(f.code(), f.text())),
-    FrameType.CHANNEL_STATE: _channel_state,
+    FrameType.DEVICE_STATUS: _device_status,
     FrameType.FLOW: lambda f: _done(f, Flow(f.uint(), _bool(f))),
 }
 

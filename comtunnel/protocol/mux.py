@@ -104,7 +104,7 @@ _HUB_ONLY = {
     fr.Ports,
     fr.Resumed,
     fr.ResumeFail,
-    fr.ChannelState,
+    fr.DeviceStatus,
     fr.Flow,
 }
 
@@ -278,7 +278,7 @@ class Connection:
         ch.close_code, ch.close_message = code, message[:MAX_MESSAGE]
         self._send(fr.Close(channel, code, ch.close_message))
 
-    def report_problem(self, channel: int, code: ErrorCode | int, message: str) -> None:
+    def report_channel_error(self, channel: int, code: ErrorCode | int, message: str) -> None:
         if self.channel_state(channel) is ChannelState.OPEN:
             self._send(fr.ChannelError(channel, code, message[:MAX_MESSAGE]))
 
@@ -362,13 +362,13 @@ class Connection:
         if self.channel_state(channel) is ChannelState.OPEN:
             self._send(fr.Modem(channel, lines))
 
-    def report_channel_state(self, channel: int, state: str, message: str = "") -> None:
+    def report_device_status(self, channel: int, state: str, message: str = "") -> None:
         """The device behind ``channel`` went away ("gone") or is back ("open")."""
         self._require(Role.HUB, "report a channel's state")
-        if state not in fr.CHANNEL_STATES:
+        if state not in fr.DEVICE_STATES:
             raise LocalProtocolError(f"unknown channel state {state!r}")
         if self.channel_state(channel) is ChannelState.OPEN:
-            self._send(fr.ChannelState(channel, state, message[:MAX_MESSAGE]))
+            self._send(fr.DeviceStatus(channel, state, message[:MAX_MESSAGE]))
 
     def report_flow(self, channel: int, stopped: bool) -> None:
         """The device stopped our output to it (XOFF) or let it go on (XON)."""
@@ -605,7 +605,7 @@ class Connection:
             case fr.PurgeRequest(channel, which, _, _):
                 return ev.PurgeRequested(channel, which)
             case fr.ChannelError(channel, code, message):
-                return ev.ChannelProblem(channel, code, message)
+                return ev.ChannelErrorReceived(channel, code, message)
         raise AssertionError(frame)  # pragma: no cover
 
     def _in_place(self, ch: _Channel, frame: _Operation) -> bool:
@@ -691,10 +691,10 @@ class Connection:
             return None
         return ev.FlowChanged(frame.channel, frame.stopped)
 
-    def _on_channel_state(self, frame: fr.ChannelState) -> ev.Event | None:
+    def _on_device_status(self, frame: fr.DeviceStatus) -> ev.Event | None:
         if self._live(frame) is None:
             return None
-        return ev.ChannelStateChanged(frame.channel, frame.state, frame.message)
+        return ev.DeviceStatusChanged(frame.channel, frame.state, frame.message)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -770,6 +770,6 @@ _HANDLERS: dict[type[fr.Frame], Any] = {
     fr.Resume: Connection._on_resume,
     fr.Resumed: Connection._on_resumed,
     fr.ResumeFail: Connection._on_resume_fail,
-    fr.ChannelState: Connection._on_channel_state,
+    fr.DeviceStatus: Connection._on_device_status,
     fr.Flow: Connection._on_flow,
 }

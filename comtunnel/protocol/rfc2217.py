@@ -80,7 +80,7 @@ MODEM_DELTA = {ModemLines.CTS: 0x01, ModemLines.DSR: 0x02, ModemLines.RI: 0x04, 
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class DataReceived:
+class SerialDataReceived:
     data: bytes
 
 
@@ -112,14 +112,14 @@ class StopSizeRequested:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ControlRequested:
+class ComControlRequested:
     """A SET-CONTROL value (see the constants); queries are 0, 4, 7, 10 and 13."""
 
     code: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class PurgeRequested:
+class ComPurgeRequested:
     which: Purge
 
 
@@ -215,7 +215,7 @@ class _ComPort:
         out: list[Event] = []
         for event in self.telnet.receive_data(data):
             if isinstance(event, telnet.TelnetData):
-                out.append(DataReceived(event.data))
+                out.append(SerialDataReceived(event.data))
             elif isinstance(event, telnet.Subnegotiation) and event.option == telnet.COM_PORT_OPTION:
                 if not event.payload:
                     out.append(ProtocolWarning("empty COM-PORT-OPTION subnegotiation"))
@@ -294,11 +294,11 @@ class Rfc2217Server(_ComPort):
         if code == SET_CONTROL:
             if b not in CONTROL_GROUPS:
                 return ProtocolWarning(f"SET-CONTROL {b} is not 0..19")
-            return ControlRequested(b)
+            return ComControlRequested(b)
         if code == PURGE_DATA:
             if not 1 <= b <= 3:
                 return ProtocolWarning(f"PURGE-DATA {b} is not 1..3")
-            return PurgeRequested(Purge(b))
+            return ComPurgeRequested(Purge(b))
         modem = code == SET_MODEMSTATE_MASK
         if modem:
             self.modem_mask = b

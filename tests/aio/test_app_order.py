@@ -176,7 +176,7 @@ def _rfc2217_exchange(address: tuple[str, int], data: bytes) -> bytes:
             if not chunk:
                 break
             for event in codec.receive_data(chunk):
-                if isinstance(event, r.DataReceived):
+                if isinstance(event, r.SerialDataReceived):
                     got += event.data
             if answers := codec.data_to_send():
                 sock.sendall(answers)

@@ -349,7 +349,7 @@ class RecordingRfc2217Server(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         for event in self.codec.receive_data(data):
             match event:
-                case r.DataReceived(payload):
+                case r.SerialDataReceived(payload):
                     if self.log and self.log[-1][0] == "data":
                         self.log[-1] = ("data", self.log[-1][1] + payload)
                     else:
@@ -363,11 +363,11 @@ class RecordingRfc2217Server(asyncio.Protocol):
                     self.codec.ack_parity(parity or PortSettings().parity)
                 case r.StopSizeRequested(stop):
                     self.codec.ack_stopsize(stop or PortSettings().stopbits)
-                case r.ControlRequested(code):
+                case r.ComControlRequested(code):
                     if code in (r.DTR_ON, r.DTR_OFF):
                         self.log.append(("control", code == r.DTR_ON))
                     self.codec.ack_control(code)
-                case r.PurgeRequested(which):
+                case r.ComPurgeRequested(which):
                     self.log.append(("purge", which))
                     self.codec.ack_purge(which)
         assert self.transport is not None

@@ -77,27 +77,34 @@ def test_shrinking_keeps_what_was_granted_and_stops_the_sender() -> None:
     assert recv.remaining == 0
 
 
-@given(st.lists(st.tuples(st.sampled_from(["send", "consume", "resize"]), st.integers(1, 5000)), max_size=60))
+@given(
+    st.lists(st.tuples(st.sampled_from(["send", "consume", "resize", "deliver"]), st.integers(1, 5000)), max_size=80)
+)
 def test_a_sender_within_its_window_never_breaks_the_receivers_grant(steps: list[tuple[str, int]]) -> None:
-    """Resizes, sends and consumption in any order, resizes arriving late: the receiver never sees
-    more than it granted, and credit stays exact."""
+    """Resizes, sends and consumption in any order, the receiver's WINDOW frames reaching the sender
+    any time later but in order (one connection): the receiver never sees more than it granted,
+    and credit stays exact. A WINDOW with a size carries the credit owed at that moment, as
+    ``Connection.resize_window`` sends it; the sender applies the size, then the increment."""
     recv, send = ReceiveWindow(4096), SendWindow(4096)
-    in_flight_resizes: list[int] = []
+    wire: list[tuple[int, int | None]] = []  # (increment, size) frames the sender has not read yet
     for action, n in steps:
         if action == "send":
             size = min(n, send.available)
             send.consume(size)
             recv.received(size)  # raises if beyond the grant
         elif action == "consume":
-            size = min(n, recv.received_total - recv.consumed_total)
-            increment = recv.consumed(size)
+            increment = recv.consumed(min(n, recv.received_total - recv.consumed_total))
             if increment:
-                send.grow(increment)
-            if in_flight_resizes:  # a resize reaches the sender some time later
-                send.resize(in_flight_resizes.pop(0))
-        else:
+                wire.append((increment, None))
+        elif action == "resize":
             recv.resize(n)
-            in_flight_resizes.append(n)
+            wire.append((recv.report_all(), n))
+        elif wire:
+            increment, new_size = wire.pop(0)
+            if new_size is not None:
+                send.resize(new_size)
+            if increment or new_size is None:
+                send.grow(increment)
     assert send.acked <= recv.consumed_total <= recv.received_total == send.sent
 
 

@@ -87,7 +87,7 @@ STRATEGIES: dict[fr.FrameType, st.SearchStrategy[Any]] = {
     fr.FrameType.RESUME: st.builds(fr.Resume, st.text(max_size=fr.MAX_TOKEN), st.lists(offsets_st, max_size=4)),
     fr.FrameType.RESUMED: st.builds(fr.Resumed, st.lists(offsets_st, max_size=4)),
     fr.FrameType.RESUME_FAIL: st.builds(fr.ResumeFail, code_st, message_st),
-    fr.FrameType.CHANNEL_STATE: st.builds(fr.ChannelState, channel_st, st.sampled_from(fr.CHANNEL_STATES), message_st),
+    fr.FrameType.DEVICE_STATUS: st.builds(fr.DeviceStatus, channel_st, st.sampled_from(fr.DEVICE_STATES), message_st),
     fr.FrameType.FLOW: st.builds(fr.Flow, channel_st, st.booleans()),
 }
 frame_st = st.one_of(*STRATEGIES.values())
@@ -115,7 +115,7 @@ SAMPLES: list[fr.Frame] = [
     fr.Resume("abc", [(1, 10, 5)]),
     fr.Resumed([(1, 10, 5)]),
     fr.ResumeFail(ErrorCode.NORMAL, "no such session"),
-    fr.ChannelState(1, "gone", "unplugged"),
+    fr.DeviceStatus(1, "gone", "unplugged"),
     fr.Flow(1, True),
     fr.WindowUpdate(1, 0, 4096),
 ]

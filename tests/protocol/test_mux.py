@@ -396,7 +396,7 @@ def test_frames_arriving_after_our_close_are_dropped() -> None:
     hub.report_modem(cid, ModemLines.CTS)
     hub.report_settings(cid, SETTINGS)
     hub.report_control(cid, ControlState())
-    hub.report_problem(cid, ErrorCode.NOT_SUPPORTED, "x")
+    hub.report_channel_error(cid, ErrorCode.NOT_SUPPORTED, "x")
     client.close_channel(cid)
     c, h = pump(client, hub)
     assert c == [ev.ChannelClosed(cid, ErrorCode.NORMAL, "", by_peer=False)]
@@ -489,14 +489,14 @@ def test_client_requests_reach_the_hub() -> None:
     client.request_settings(cid, PortSettings(57600, 7, Parity.ODD))
     client.request_control(cid, ControlRequest(dtr=True, break_=False))
     client.request_purge(cid, Purge.RECEIVE)
-    client.report_problem(cid, ErrorCode.NOT_SUPPORTED, "client-side trouble")
+    client.report_channel_error(cid, ErrorCode.NOT_SUPPORTED, "client-side trouble")
     c, h = pump(client, hub)
     assert c == []
     assert h == [
         ev.SettingsRequested(cid, PortSettings(57600, 7, Parity.ODD)),
         ev.ControlRequested(cid, ControlRequest(dtr=True, break_=False)),
         ev.PurgeRequested(cid, Purge.RECEIVE),
-        ev.ChannelProblem(cid, ErrorCode.NOT_SUPPORTED, "client-side trouble"),
+        ev.ChannelErrorReceived(cid, ErrorCode.NOT_SUPPORTED, "client-side trouble"),
     ]
 
 
@@ -506,7 +506,7 @@ def test_hub_reports_reach_the_client() -> None:
     hub.report_settings(cid, PortSettings(57600))
     hub.report_control(cid, ControlState(dtr=True, rts=False, break_=True))
     hub.report_modem(cid, ModemLines.DSR | ModemLines.CD)
-    hub.report_problem(cid, ErrorCode.NOT_SUPPORTED, "a PTY has no DTR line")
+    hub.report_channel_error(cid, ErrorCode.NOT_SUPPORTED, "a PTY has no DTR line")
     hub.announce_ports([{"name": "gps", "state": "free"}])
     c, h = pump(client, hub)
     assert h == []
@@ -514,7 +514,7 @@ def test_hub_reports_reach_the_client() -> None:
         ev.SettingsChanged(cid, PortSettings(57600)),
         ev.ControlChanged(cid, ControlState(dtr=True, rts=False, break_=True)),
         ev.ModemChanged(cid, ModemLines.DSR | ModemLines.CD),
-        ev.ChannelProblem(cid, ErrorCode.NOT_SUPPORTED, "a PTY has no DTR line"),
+        ev.ChannelErrorReceived(cid, ErrorCode.NOT_SUPPORTED, "a PTY has no DTR line"),
         ev.PortsUpdated([{"name": "gps", "state": "free"}]),
     ]
 

@@ -293,7 +293,7 @@ hostile_offsets = st.lists(
 hostile_frame = st.one_of(
     st.builds(fr.Resumed, hostile_offsets),
     st.builds(fr.ResumeFail, st.integers(0, 0xFFFF), st.text(max_size=50)),
-    st.builds(fr.ChannelState, st.integers(0, 5), st.sampled_from(fr.CHANNEL_STATES), st.text(max_size=50)),
+    st.builds(fr.DeviceStatus, st.integers(0, 5), st.sampled_from(fr.DEVICE_STATES), st.text(max_size=50)),
     st.builds(fr.Data, st.integers(0, 5), st.binary(max_size=100)),
     st.builds(fr.WindowUpdate, st.integers(0, 5), st.integers(0, 2**31)),
 )

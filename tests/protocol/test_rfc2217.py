@@ -39,8 +39,8 @@ def merged(events: list[object]) -> list[object]:
     """Join adjacent data events: how data is cut into events may depend on the chunking."""
     out: list[object] = []
     for e in events:
-        if isinstance(e, r.DataReceived) and out and isinstance(out[-1], r.DataReceived):
-            out[-1] = r.DataReceived(out[-1].data + e.data)
+        if isinstance(e, r.SerialDataReceived) and out and isinstance(out[-1], r.SerialDataReceived):
+            out[-1] = r.SerialDataReceived(out[-1].data + e.data)
         else:
             out.append(e)
     return out
@@ -56,8 +56,8 @@ def test_server_understands_pyserials_session() -> None:
     assert r.DataSizeRequested(7) in events
     assert r.ParityRequested(Parity.EVEN) in events
     assert r.StopSizeRequested(StopBits.TWO) in events
-    assert r.ControlRequested(r.DTR_ON) in events and r.ControlRequested(r.RTS_ON) in events
-    assert r.PurgeRequested(Purge.RECEIVE) in events
+    assert r.ComControlRequested(r.DTR_ON) in events and r.ComControlRequested(r.RTS_ON) in events
+    assert r.ComPurgeRequested(Purge.RECEIVE) in events
     assert not any(isinstance(e, r.ProtocolWarning) for e in events)
 
 
@@ -71,12 +71,12 @@ def test_server_understands_hub4coms_burst_before_our_do() -> None:
         r.DataSizeRequested(8),
         r.ParityRequested(Parity.NONE),
         r.StopSizeRequested(StopBits.ONE),
-        r.ControlRequested(r.DTR_OFF),
-        r.ControlRequested(r.RTS_OFF),
-        r.ControlRequested(r.BREAK_OFF),
+        r.ComControlRequested(r.DTR_OFF),
+        r.ComControlRequested(r.RTS_OFF),
+        r.ComControlRequested(r.BREAK_OFF),
         r.FlowSuspended(True),
     ]
-    data = b"".join(e.data for e in events if isinstance(e, r.DataReceived))
+    data = b"".join(e.data for e in events if isinstance(e, r.SerialDataReceived))
     assert b"\xff\xf0" in data and b"\xff\xfa\x2c\x01" in data and b"\xff\xff\xff" in data
     assert b"\r\x00" in data and b"\r\n" in data and b"\x11" in data and b"\x13" in data
 
@@ -187,10 +187,10 @@ HOSTILE = b"\xff\xf0 \xff\xfa\x2c\x01 \xff\xff\xff \r\x00 \r\n \x11\x13 \xff"
 def test_data_round_trips_byte_identical(payload: bytes) -> None:
     server, client, _ = connected()
     client.send_data(payload)
-    got = b"".join(e.data for e in server.receive_data(client.data_to_send()) if isinstance(e, r.DataReceived))
+    got = b"".join(e.data for e in server.receive_data(client.data_to_send()) if isinstance(e, r.SerialDataReceived))
     assert got == payload
     server.send_data(payload)
-    got = b"".join(e.data for e in client.receive_data(server.data_to_send()) if isinstance(e, r.DataReceived))
+    got = b"".join(e.data for e in client.receive_data(server.data_to_send()) if isinstance(e, r.SerialDataReceived))
     assert got == payload
 
 
