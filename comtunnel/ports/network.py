@@ -250,12 +250,3 @@ class NetworkServerPort(SerialPort):
         self._active = None
         self._listener = None
         await server.wait_closed()
-
-
-def make_server_port(protocol: str, name: str, host: str, port: int) -> NetworkServerPort:
-    if protocol == "rfc2217":
-        from comtunnel.ports.rfc2217_server import Rfc2217ServerPort
-
-        server: NetworkServerPort = Rfc2217ServerPort(name, host, port)
-        return server
-    return NetworkServerPort(name, host, port)

@@ -23,7 +23,7 @@ from support import wait_for
 
 from comtunnel.aio.hub import Hub, HubSession, PortSpec
 from comtunnel.ports.base import PortListener, SerialPort
-from comtunnel.ports.network import make_server_port
+from comtunnel.ports.open import make_server_port
 from comtunnel.protocol import events as ev
 from comtunnel.protocol import rfc2217 as r
 from comtunnel.protocol.errors import RemoteProtocolError
@@ -309,9 +309,9 @@ def test_hub_gateway_applies_the_tcp_clients_order(ops: list[Op], cuts: list[int
     async def main() -> None:
         port = ThreadHopPort()
         hub = Hub([PortSpec("dev", "fake")], cast(ssl.SSLContext, None), port_factory=lambda *_: port)
-        from comtunnel.aio.gateway import LocalGateway
+        from comtunnel.aio.hub.gateway import LocalGateway
 
-        gateway = LocalGateway(hub, hub.ports["dev"], make_server_port("rfc2217", "dev", "127.0.0.1", 0))
+        gateway = LocalGateway(hub.hub_ports, hub.ports["dev"], make_server_port("rfc2217", "dev", "127.0.0.1", 0))
         await gateway.start()
         stream, expected = rfc2217_bytes(ops)
         assert gateway.app.address is not None

@@ -13,7 +13,7 @@ import pytest
 import serial
 from support import PtyDevice, open_app, read_exactly, running_client, running_hub, wait_for, write_all
 
-from comtunnel.aio.client import AttachSpec, Client, LinkSpec
+from comtunnel.aio.client import AttachSpec, Client, LinkSpec, LinkState
 from comtunnel.errors import CertificateError, UsageError
 from comtunnel.protocol.settings import ModemLines, PortSettings
 from comtunnel.tls import client_context
@@ -130,12 +130,13 @@ def test_second_client_gets_busy_and_hub_serves_one_after_another(certs: Path, t
     async def main() -> None:
         async with running_hub(certs, {"loop": "loop://"}) as (_, port):
             async with running_client(certs, port, {"loop": tmp_path / "a"}) as first:
-                assert first.channels["loop"].state == "open"
+                assert first.channels["loop"].state is LinkState.OPEN
                 async with running_client(certs, port, {"loop": tmp_path / "b"}, name="bob") as second:
-                    assert "in use by alice" in second.channels["loop"].state
+                    assert second.channels["loop"].state is LinkState.FAILED
+                    assert "in use by alice" in second.channels["loop"].failure
             for _ in range(3):  # the hub keeps serving, one client after another
                 async with running_client(certs, port, {"loop": tmp_path / "c"}, name="bob") as again:
-                    assert again.channels["loop"].state == "open"
+                    assert again.channels["loop"].state is LinkState.OPEN
 
     asyncio.run(main())
 
@@ -164,7 +165,7 @@ def test_bad_client_certificate_is_refused_and_hub_keeps_serving(
             expected = "not signed by the hub's CA" if cert else "requires a client certificate"
             assert expected in str(info.value)
             async with running_client(certs, port, {"loop": tmp_path / "ok"}) as good:
-                assert good.channels["loop"].state == "open"
+                assert good.channels["loop"].state is LinkState.OPEN
         hub_side = " ".join(r.getMessage() for r in caplog.records if r.name.startswith("comtunnel.aio.hub"))
         assert "TLS handshake" in hub_side and "127.0.0.1" in hub_side
 
@@ -216,7 +217,7 @@ def test_without_links_every_hub_port_gets_one_in_link_dir(certs: Path, tmp_path
             try:
                 await asyncio.wait_for(client.ready.wait(), 10)
                 assert sorted(p.name for p in (tmp_path / "ports").iterdir()) == ["a", "b"]
-                assert all(c.state == "open" for c in client.channels.values())
+                assert all(c.state is LinkState.OPEN for c in client.channels.values())
             finally:
                 client.stop()
                 await asyncio.wait_for(task, 10)

@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from comtunnel.aio.hub.ports import HubPorts
 from comtunnel.aio.port_queue import Operation, PortQueue
+from comtunnel.aio.tasks import Tasks
 from comtunnel.errors import PortError, PortNotSupported
+from comtunnel.policy.registry import Holder
 from comtunnel.ports.base import SerialPort
 from comtunnel.ports.network import NetworkServerPort
+from comtunnel.ports.open import PortSpec
 from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings, Purge
-
-if TYPE_CHECKING:
-    from comtunnel.aio.hub import Holder, Hub, PortSpec
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,14 @@ class LocalGateway:
     reaches the device in its order through a :class:`PortQueue`; opening and closing the device
     are serialized so a quick reconnect never overlaps the previous client's close."""
 
-    def __init__(self, hub: Hub, spec: PortSpec, app: NetworkServerPort) -> None:
-        self.hub = hub
+    def __init__(self, ports: HubPorts, spec: PortSpec, app: NetworkServerPort) -> None:
+        self.ports = ports
         self.spec = spec
         self.app = app
         self.device: SerialPort | None = None
         self.to_device: PortQueue | None = None
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks(f"gateway {spec.name}")
         self._holder: Holder | None = None
         self._app_paused = False
 
@@ -112,9 +113,7 @@ class LocalGateway:
                 except PortError as exc:
                     log.warning("%s: %s", self.spec.name, exc)
 
-        task = asyncio.get_running_loop().create_task(serialized())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(serialized())
 
     def submit(self, operation: Operation) -> None:
         if self.to_device is not None:
@@ -136,14 +135,14 @@ class LocalGateway:
         self.check_app_backpressure()
 
     async def open_device(self) -> None:
-        holder = self.hub.holders.get(self.spec.name)
+        holder = self.ports.holders.get(self.spec.name)
         if holder is not None:
             self.app.refuse_current(f"port {self.spec.name} is in use by {holder.client}")
             return
-        self._holder = self.hub.claim(self.spec.name, f"{self.app.kind} client {self.app.peer}")
+        self._holder = self.ports.claim(self.spec.name, f"{self.app.kind} client {self.app.peer}")
         request = ControlRequest(dtr=True, rts=True)
         try:
-            device = self.hub.port_factory(self.spec, self.app.settings, request)
+            device = self.ports.factory(self.spec, self.app.settings, request)
             await device.open(_Side(self, is_app=False))
         except PortError as exc:
             self._release()
@@ -201,7 +200,7 @@ class LocalGateway:
         self._release()
 
     def _release(self) -> None:
-        self.hub.release(self.spec.name, self._holder)
+        self.ports.release(self.spec.name, self._holder)
         self._holder = None
 
     def device_failed(self, exc: PortError | None) -> None:

@@ -2,169 +2,39 @@
 
 Each local port (a PTY behind a symlink, or an existing device with --attach) lives as long as
 the client, not as long as a connection: an application keeps its port open while the client
-reconnects, and sees a pause. What the application does to its port (open, close, termios,
-tcflush) becomes channel requests; what the hub reports comes back as state and log lines.
+reconnects, and sees a pause. What the hub reports comes back as state and log lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import random
 import ssl
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from comtunnel.aio.bridge import ChannelBridge
+from comtunnel.aio.client.channel import ClientChannel, LinkState
+from comtunnel.aio.refuse import Refusals
+from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tls_layer import TlsLayer
 from comtunnel.aio.tunnel import Tunnel
 from comtunnel.errors import CertificateError, PeerError, PortError, UsageError
+from comtunnel.policy.backoff import Backoff
 from comtunnel.ports.base import SerialPort
-from comtunnel.ports.network import make_server_port
+from comtunnel.ports.open import make_server_port
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.errors import ErrorCode
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.mux import Connection, Role
-from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings, Purge
+from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings
+from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec
 from comtunnel.tls import describe_tls_error
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 15.0
 RETRY_OPEN_AFTER = 3.0
-MAX_BACKOFF = 30.0
-#: First retry after a working connection dropped: soon, so a resumed session barely pauses.
-FIRST_BACKOFF = 0.1
-
-
-@dataclasses.dataclass(frozen=True)
-class LinkSpec:
-    """``--link PORT=PATH[,settings]``: a PTY at PATH for the hub's PORT."""
-
-    port: str
-    path: Path
-    settings: PortSettings
-
-
-@dataclasses.dataclass(frozen=True)
-class ServeSpec:
-    """``--raw PORT=HOST:TCP`` / ``--rfc2217 PORT=HOST:TCP``: serve the hub's PORT as a local TCP server."""
-
-    port: str
-    host: str
-    tcp_port: int
-    protocol: str  # "raw" or "rfc2217"
-
-
-@dataclasses.dataclass(frozen=True)
-class AttachSpec:
-    """``--attach PORT=DEVICE[,settings]``: join the hub's PORT to an existing local serial port."""
-
-    port: str
-    device: str
-    settings: PortSettings
-
-
-class ClientChannel(ChannelBridge):
-    """A local port plus what we know of its remote twin.
-
-    Its window is sized to what the application reads, as the hub's is to what the device drains:
-    an application that stops reading holds up a few KiB in the tunnel, not 256 KiB of stale output.
-
-    Across a dropped connection the channel is suspended and resumed with the session (same id,
-    nothing lost); if the hub cannot resume it, it is reopened as a new channel and the loss counted.
-    """
-
-    def __init__(self, client: Client, name: str, port: SerialPort, settings: PortSettings, virtual: bool):
-        # Unbound until the hub opens the channel; ``closed`` keeps every path off the tunnel till then.
-        super().__init__(cast(Tunnel, None), 0, name, port, replay_bound=client.replay_bound)
-        self.client = client
-        self.settings = settings
-        self.virtual = virtual
-        self.app_is_open = not virtual  # an attached device is "open" all the time
-        self.remote_settings: PortSettings | None = None
-        self.modem = ModemLines.NONE
-        self.state = "connecting"
-        self.closed = True  # until a channel is bound
-        self.unconfirmed_lost = 0  # bytes the app wrote that a lost session never confirmed
-
-    @property
-    def live(self) -> bool:
-        return not self.closed and not self.suspended
-
-    def bind(self, tunnel: Tunnel, channel: int, settings: PortSettings) -> None:
-        self.tunnel, self.channel, self.closed = tunnel, channel, False
-        self.remote_settings = settings
-        self.state = "open"
-        self.start_window()
-        if self.settings != settings:
-            log.info("%s: the hub applied %s (asked %s)", self.name, settings.short(), self.settings.short())
-        self.port.resume_reading()
-
-    def unbind(self, state: str) -> None:
-        self.detach()
-        self.state = state
-        self.port.pause_reading()  # the app's writes wait in the PTY until a channel is back
-
-    def lose(self, unconfirmed: int, why: str) -> None:
-        """The session is gone for this channel: count what may not have arrived, reopen afresh."""
-        lost = unconfirmed + self.pending_bytes
-        self.unconfirmed_lost += lost
-        if lost:
-            log.warning("%s: %s: %d bytes the application wrote may not have reached the device", self.name, why, lost)
-        self.unbind("reopening")
-
-    def open_request(self) -> ControlRequest:
-        return ControlRequest(dtr=self.app_is_open, rts=self.app_is_open)
-
-    # --- what the application did: in its place among the bytes it wrote ---------------------------
-
-    def app_settings(self, settings: PortSettings) -> None:
-        self.settings = settings
-        if not self.closed:
-            log.info("%s: application set %s", self.name, settings.short())
-            self.send_operation(lambda: self.tunnel.conn.request_settings(self.channel, settings))
-
-    def app_open(self, is_open: bool) -> None:
-        """HUPCL semantics: the app's open raises DTR/RTS, its last close drops them (Arduino reset)."""
-        self.app_is_open = is_open
-        log.info("%s: application %s the port", self.name, "opened" if is_open else "closed")
-        request = self.open_request()
-        if not self.closed:
-            self.send_operation(lambda: self.tunnel.conn.request_control(self.channel, request))
-
-    def app_control(self, request: ControlRequest) -> None:
-        if not self.closed:
-            self.send_operation(lambda: self.tunnel.conn.request_control(self.channel, request))
-
-    def app_purge(self, which: Purge) -> None:
-        if self.closed:
-            return
-        if which & Purge.TRANSMIT:
-            self.drop_unsent()  # the application flushed its output: what we hold of it goes too
-        self.send_operation(lambda: self.tunnel.conn.request_purge(self.channel, which))
-
-    def port_lost(self, exc: PortError | None) -> None:
-        log.error("%s: local port failed: %s", self.name, exc)
-        self.client.local_port_failed(self)
-
-    # --- what the hub said ---------------------------------------------------------------------
-
-    def flow_changed(self, stopped: bool) -> None:
-        """The device sent XOFF/XON: stop the application's output as its own tty would."""
-        setter = getattr(self.port, "set_output_stopped", None)
-        if setter is not None:
-            setter(stopped)
-        log.info("%s: the device %s", self.name, "stopped our output (XOFF)" if stopped else "let output go on (XON)")
-
-    def modem_changed(self, lines: ModemLines) -> None:
-        self.modem = lines
-        setter = getattr(self.port, "set_modem_lines", None)
-        if setter is not None:
-            setter(lines)
-        log.info("%s: modem lines %s", self.name, lines.describe())
 
 
 class Client:
@@ -211,7 +81,8 @@ class Client:
         self._by_id: dict[int, ClientChannel] = {}
         self._fatal: BaseException | None = None
         self._stop = asyncio.Event()
-        self._retry_tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks("client")  # open retries and a reverse-mode connection
+        self._refusals = Refusals("a hub connection")
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -224,11 +95,11 @@ class Client:
             if self.listen is not None:
                 await self._listen_for_hub(*self.listen)
                 return
-            backoff = FIRST_BACKOFF
+            backoff = Backoff()
             while not self._stop.is_set():
                 try:
                     await self._session()
-                    backoff = FIRST_BACKOFF
+                    backoff.reset()
                 except (TimeoutError, OSError, PeerError) as exc:
                     if self._fatal is not None:
                         raise self._fatal from None
@@ -239,11 +110,10 @@ class Client:
                     raise self._fatal
                 if self._stop.is_set():
                     break
-                delay = backoff * (0.5 + random.random())
+                delay = backoff.next_delay()
                 log.info("reconnecting in %.1f s", delay)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
-                backoff = min(backoff * 2, MAX_BACKOFF)
         finally:
             await self._close_ports()
 
@@ -255,6 +125,22 @@ class Client:
     def fail(self, exc: BaseException) -> None:
         self._fatal = exc
         self.stop()
+
+    async def fetch_ports(self) -> list[dict[str, Any]]:
+        """Connect, read the hub's port list, and leave: what `comtunnel list` shows."""
+        tunnel, layer = self._new_tunnel()
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: layer, self.host, self.port), HANDSHAKE_TIMEOUT)
+            await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
+            await asyncio.wait_for(self._ports_known.wait(), HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            raise _tls_failure(exc) from None
+        except (OSError, TimeoutError) as exc:
+            raise PeerError(f"hub {self.host}:{self.port}: {describe_tls_error(exc)}") from None
+        finally:
+            tunnel.close()
+        return self.hub_ports
 
     async def _session(self) -> None:
         """Dial the hub and serve the connection until it ends."""
@@ -340,8 +226,8 @@ class Client:
             nonlocal active
             tunnel, layer = self._new_tunnel()
             if active is not None and not active.done():
-                return _Refuse("a hub is already connected")
-            active = asyncio.get_running_loop().create_task(serve(tunnel, layer))
+                return self._refusals.protocol(lambda: "a hub is already connected")
+            active = self._tasks.spawn(serve(tunnel, layer))
             return layer
 
         server = await asyncio.get_running_loop().create_server(accept, host, port)
@@ -386,7 +272,7 @@ class Client:
         for spec in specs:
             self._check_new(spec.port)
             pty = PtyPort(spec.path, spec.settings)
-            channel = ClientChannel(self, spec.port, pty, spec.settings, virtual=True)
+            channel = self._channel(spec.port, pty, spec.settings, virtual=True)
             await pty.open(channel)
             pty.pause_reading()
             self.channels[spec.port] = channel
@@ -398,7 +284,7 @@ class Client:
         for spec in self.attach_specs:
             self._check_new(spec.port)
             device = DevicePort(spec.device, spec.settings, ControlRequest(dtr=True, rts=True))
-            channel = ClientChannel(self, spec.port, device, spec.settings, virtual=False)
+            channel = self._channel(spec.port, device, spec.settings, virtual=False)
             await device.open(channel)
             device.pause_reading()
             self.channels[spec.port] = channel
@@ -408,10 +294,15 @@ class Client:
         for spec in self.serve_specs:
             self._check_new(spec.port)
             server = make_server_port(spec.protocol, spec.port, spec.host, spec.tcp_port)
-            channel = ClientChannel(self, spec.port, server, PortSettings(), virtual=True)
+            channel = self._channel(spec.port, server, PortSettings(), virtual=True)
             await server.open(channel)
             server.pause_reading()
             self.channels[spec.port] = channel
+
+    def _channel(self, name: str, port: SerialPort, settings: PortSettings, virtual: bool) -> ClientChannel:
+        return ClientChannel(
+            name, port, settings, virtual, replay_bound=self.replay_bound, on_port_lost=self.local_port_failed
+        )
 
     def _check_new(self, name: str) -> None:
         if name in self.channels:
@@ -421,7 +312,7 @@ class Client:
         tunnel = self.tunnel
         if tunnel is None or tunnel.conn.closed or self._stop.is_set():
             return
-        channel.state = "opening"
+        channel.state = LinkState.OPENING
         cid = tunnel.conn.open_channel(channel.name, channel.settings, channel.open_request())
         self._by_id[cid] = channel
         tunnel.flush_soon()
@@ -432,16 +323,13 @@ class Client:
             if self.tunnel is tunnel and not tunnel.closed.done() and channel.closed:
                 self._open(channel)
 
-        task = asyncio.get_running_loop().create_task(retry())
-        self._retry_tasks.add(task)
-        task.add_done_callback(self._retry_tasks.discard)
+        self._tasks.spawn(retry())
 
     def local_port_failed(self, channel: ClientChannel) -> None:
         self.fail(PortError(f"local port for {channel.name} failed"))
 
     async def _close_ports(self) -> None:
-        for task in self._retry_tasks:
-            task.cancel()
+        self._tasks.cancel()
         for channel in self.channels.values():
             channel.detach()
             await channel.port.close()
@@ -467,7 +355,7 @@ class Client:
                 self._open_failed(self._by_id.pop(cid), code, message)
             case ev.ChannelClosed(cid, code, message, by_peer):
                 channel = self._by_id.pop(cid)
-                channel.unbind("closed")
+                channel.unbind(LinkState.CLOSED)
                 if by_peer and self.tunnel is not None:
                     log.warning("%s: the hub closed the port: %s", channel.name, message or code)
                     self._retry_later(channel, self.tunnel)
@@ -489,20 +377,20 @@ class Client:
             case ev.DeviceStatusChanged(cid, state, message):
                 channel = self._by_id[cid]
                 if state == "gone":
-                    channel.state = "device gone"
+                    channel.state = LinkState.DEVICE_GONE
                     log.warning(
                         "%s: the device is gone on the hub: %s; waiting for it to come back", channel.name, message
                     )
                     channel.modem_changed(ModemLines.NONE)
                 else:
-                    channel.state = "open"
+                    channel.state = LinkState.OPEN
                     log.info("%s: %s", channel.name, message or "the device is back")
             case ev.SessionResumed(kept, lost):
                 assert self.tunnel is not None
                 for cid in kept:
                     channel = self._by_id[cid]
                     channel.resume(self.tunnel)
-                    channel.state = "open"
+                    channel.state = LinkState.OPEN
                 for cid, unconfirmed in lost.items():
                     self._by_id.pop(cid).lose(unconfirmed, "the hub did not keep the channel")
                 log.info("session resumed: %s", ", ".join(self._by_id[c].name for c in kept) or "no channels")
@@ -518,7 +406,7 @@ class Client:
                 self._resumed.set()
 
     def _open_failed(self, channel: ClientChannel, code: ErrorCode | int, message: str) -> None:
-        channel.state = f"failed: {message}"
+        channel.state, channel.failure = LinkState.FAILED, message
         log.error("%s: cannot open: %s", channel.name, message)
         if code == ErrorCode.UNKNOWN_PORT or code == ErrorCode.ACCESS_DENIED:
             self.fail(UsageError(f"{channel.name}: {message}"))
@@ -528,7 +416,7 @@ class Client:
             self._retry_later(channel, self.tunnel)
 
     def _check_ready(self) -> None:
-        if all(c.state != "opening" for c in self.channels.values()):
+        if all(c.state is not LinkState.OPENING for c in self.channels.values()):
             self.ready.set()
 
     def tunnel_lost(self, exc: BaseException | None) -> None:
@@ -538,10 +426,10 @@ class Client:
                 del self._by_id[cid]  # its OPEN was unanswered: it is opened afresh
             else:
                 channel.suspend()
-                channel.state = "disconnected"
+                channel.state = LinkState.DISCONNECTED
         for channel in self.channels.values():
             if channel.closed:
-                channel.state = "disconnected"
+                channel.state = LinkState.DISCONNECTED
         self.ready.clear()
 
 
@@ -549,30 +437,7 @@ async def fetch_ports(
     host: str, port: int, ssl_context: ssl.SSLContext, server_hostname: str | None = None
 ) -> list[dict[str, Any]]:
     """Connect, read the hub's port list, and leave: what `comtunnel list` shows."""
-    client = Client(host, port, ssl_context, server_hostname=server_hostname)
-    tunnel, layer = client._new_tunnel()
-    loop = asyncio.get_running_loop()
-    try:
-        await asyncio.wait_for(loop.create_connection(lambda: layer, host, port), HANDSHAKE_TIMEOUT)
-        await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
-        await asyncio.wait_for(client._ports_known.wait(), HANDSHAKE_TIMEOUT)
-    except (ssl.SSLError, ssl.CertificateError) as exc:
-        raise _tls_failure(exc) from None
-    except (OSError, TimeoutError) as exc:
-        raise PeerError(f"hub {host}:{port}: {describe_tls_error(exc)}") from None
-    finally:
-        tunnel.close()
-    return client.hub_ports
-
-
-class _Refuse(asyncio.Protocol):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        log.warning("refused a hub connection from %s: %s", peer and f"{peer[0]}:{peer[1]}", self.reason)
-        transport.close()
+    return await Client(host, port, ssl_context, server_hostname=server_hostname).fetch_ports()
 
 
 def _names(ports: list[dict[str, Any]]) -> str:

@@ -1,0 +1,45 @@
+"""Port construction in one place: what a name or URL on the command line becomes.
+
+The hub opens devices (``/dev/ttyUSB0``, any pyserial URL, ``rfc2217://`` for a port that
+ser2net serves) and both ends make TCP servers for the gateways (raw or RFC 2217). Backends are
+imported when first used, so a process that never opens an RFC 2217 port never loads its code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from comtunnel.ports.base import SerialPort
+from comtunnel.ports.network import NetworkServerPort
+from comtunnel.protocol.settings import ControlRequest, PortSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class PortSpec:
+    """A hub port: the name clients ask for and the device (path or URL) behind it."""
+
+    name: str
+    device: str
+
+
+PortFactory = Callable[[PortSpec, PortSettings, ControlRequest], SerialPort]
+
+
+def open_device(spec: PortSpec, settings: PortSettings, control: ControlRequest) -> SerialPort:
+    if spec.device.startswith("rfc2217://"):
+        from comtunnel.ports.rfc2217_remote import Rfc2217RemotePort
+
+        return Rfc2217RemotePort(spec.device, settings, control)
+    from comtunnel.ports.device import DevicePort
+
+    return DevicePort(spec.device, settings, control)
+
+
+def make_server_port(protocol: str, name: str, host: str, port: int) -> NetworkServerPort:
+    """A gateway's listening side: ``raw`` (socat, netcat) or ``rfc2217`` (pyserial, hub4com)."""
+    if protocol == "rfc2217":
+        from comtunnel.ports.rfc2217_server import Rfc2217ServerPort
+
+        return Rfc2217ServerPort(name, host, port)
+    return NetworkServerPort(name, host, port)
