@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 from comtunnel.errors import PortGone, PortUnavailable
@@ -24,11 +25,16 @@ log = logging.getLogger(__name__)
 
 ACK_TIMEOUT = 1.0
 CONNECT_TIMEOUT = 10.0
+#: How long close() lets unsent output go out before it drops it.
+CLOSE_TIMEOUT = 1.0
 
 
 class _Connection(asyncio.Protocol):
     def __init__(self, port: Rfc2217RemotePort) -> None:
         self.port = port
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.port._connected(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
         self.port._received(data)
@@ -58,30 +64,39 @@ class Rfc2217RemotePort(SerialPort):
         self._waiters: dict[str, asyncio.Future[object]] = {}
         self._warned: set[str] = set()
         self._modem = ModemLines.NONE
+        self._lost: asyncio.Future[None]  # set in connection_made, done at connection_lost
         self._closing = False
 
     # --- connection -----------------------------------------------------------------------------
 
     async def open(self, listener: PortListener) -> None:
         loop = asyncio.get_running_loop()
+        self._listener = listener  # the server may send data before create_connection() returns
         try:
-            transport, _ = await asyncio.wait_for(
+            await asyncio.wait_for(
                 loop.create_connection(lambda: _Connection(self), self.host, self.port), CONNECT_TIMEOUT
             )
         except (OSError, TimeoutError) as exc:
+            self._listener = None
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no answer"
             raise PortUnavailable(f"RFC 2217 server {self.host}:{self.port}: {reason}") from None
-        self._transport = transport
-        self._listener = listener
-        self._transport.set_write_buffer_limits(high=0, low=0)
-        self.codec.start()
-        self.codec.send_signature()
-        self._flush()
         await self.apply_settings(self.settings)
         await self.set_control(ControlRequest(dtr=self.control.dtr, rts=self.control.rts))
 
+    def _connected(self, transport: asyncio.Transport) -> None:
+        """Start negotiating in connection_made: the server's own offers can arrive before
+        create_connection() returns, and the answers to them need a transport to go out on."""
+        self._transport = transport
+        self._lost = asyncio.get_running_loop().create_future()
+        transport.set_write_buffer_limits(high=0, low=0)
+        self.codec.start()
+        self.codec.send_signature()
+        self._flush()
+
     def _connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if not self._lost.done():
+            self._lost.set_result(None)
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.cancel()
@@ -90,10 +105,24 @@ class Rfc2217RemotePort(SerialPort):
             listener.port_lost(PortGone(f"RFC 2217 server {self.host}:{self.port} closed the connection"))
 
     async def close(self) -> None:
+        """Send what is written, for a while: a server that stopped reading (its device stalled)
+        must not keep the connection, and so the port, open after we have let go of it."""
         self._closing = True
         self._listener = None
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is None:
+            return
+        transport.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.info(
+                "RFC 2217 server %s:%s did not take %d bytes before close; dropped them",
+                self.host,
+                self.port,
+                transport.get_write_buffer_size(),
+            )
+            transport.abort()
 
     def _flush(self) -> None:
         data = self.codec.data_to_send()
