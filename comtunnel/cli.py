@@ -9,71 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from comtunnel import __version__
 from comtunnel.errors import ComtunnelError, UsageError
-from comtunnel.protocol.settings import PortSettings, SettingsError, parse_line_settings
-
-if TYPE_CHECKING:
-    from comtunnel.aio.client import ServeSpec
 
 log = logging.getLogger("comtunnel")
-
-
-# --- argument value parsers -------------------------------------------------------------------
-
-
-def parse_hostport(text: str, *, default_host: str | None = None) -> tuple[str, int]:
-    """'HOST:PORT', '[::1]:PORT' or, with a default host, ':PORT' / 'PORT'."""
-    host, sep, port = text.rpartition(":")
-    if not sep and default_host is not None:
-        host, port = default_host, text
-    host = host.strip("[]") or (default_host or "")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
-def parse_assignment(text: str, what: str) -> tuple[str, str, PortSettings | None]:
-    """'NAME=VALUE[,settings]' as used by --port, --link and --attach."""
-    name, sep, rest = text.partition("=")
-    if not sep or not name or not rest:
-        raise UsageError(f"expected NAME={what}, got {text!r}")
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise UsageError(f"port name {name!r} may use only letters, digits, '-', '_' and '.'")
-    value, _, settings = rest.partition(",")
-    try:
-        return name, value, parse_line_settings(settings) if settings else None
-    except SettingsError as exc:
-        raise UsageError(f"{text!r}: {exc}") from None
-
-
-def parse_serve(args: argparse.Namespace, labels: list[str] | None = None) -> list[ServeSpec]:
-    """--raw and --rfc2217 values: [HUB/]PORT=HOST:TCPPORT (or PORT=TCPPORT for 127.0.0.1)."""
-    from comtunnel.aio.client import ServeSpec
-    from comtunnel.ports.network import check_listen_address
-
-    specs = []
-    for protocol in ("raw", "rfc2217"):
-        for item in getattr(args, protocol) or []:
-            if labels is not None:
-                label, item = qualified(item, labels, f"--{protocol}")
-            name, _, address = item.partition("=")
-            if labels is not None:
-                name = f"{label}/{name}"
-            if not name or not address:
-                raise UsageError(f"expected --{protocol} PORT=HOST:TCPPORT, got {item!r}")
-            host, tcp_port = parse_hostport(address, default_host="127.0.0.1")
-            check_listen_address(host, args.allow_remote, f"--{protocol} {name}")
-            specs.append(ServeSpec(name, host, tcp_port, protocol))
-    return specs
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -106,157 +52,19 @@ def cmd_certs_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_hub(args: argparse.Namespace) -> int:
-    from comtunnel.aio.hub import Hub, PortSpec
-    from comtunnel.tls import hub_context
+    from comtunnel.app.config import hub_config
+    from comtunnel.app.hub import run_hub
 
-    if not args.listen and not args.connect:
-        raise UsageError("give --listen HOST:PORT, or --connect HOST:PORT to dial a listening client")
-    listen = parse_hostport(args.listen, default_host="0.0.0.0") if args.listen else None
-    dial = [parse_hostport(item) for item in args.connect or []]
-    specs: list[PortSpec] = []
-    watcher = None
-    for item in args.port or []:
-        if item == "auto":
-            from comtunnel.ports.discovery import PortWatcher
-
-            watcher = PortWatcher()
-            found = [PortSpec(n, d) for n, d in watcher.ports.items() if all(s.name != n for s in specs)]
-            log.info("--port auto: %s", ", ".join(f"{s.name}={s.device}" for s in found) or "no serial ports yet")
-            specs.extend(found)
-            continue
-        name, _, _ = parse_assignment(item, "DEVICE")
-        if any(s.name == name for s in specs):
-            raise UsageError(f"port {name!r} is given twice")
-        specs.append(PortSpec(name, item.partition("=")[2]))
-    if not specs and watcher is None:
-        raise UsageError("give at least one --port NAME=DEVICE, or --port auto")
-    metrics_at = parse_hostport(args.metrics, default_host="127.0.0.1") if args.metrics else None
-    if metrics_at is not None:
-        from comtunnel.ports.network import check_listen_address
-
-        check_listen_address(metrics_at[0], args.allow_remote, "--metrics")
-    serve = [(s.port, s.protocol, s.host, s.tcp_port) for s in parse_serve(args)]
-    context = hub_context(Path(args.certs))
-    access = None
-    tables = getattr(args, "config_tables", {})
-    if "access" in tables:
-        from comtunnel.access import AccessPolicy
-
-        access = AccessPolicy.from_table(tables["access"], source=str(args.config))
-        log.info("access list from %s: %s", args.config, ", ".join(access.rules) or "nobody")
-    revocations = hub_revocations(args)
-
-    async def main(stop: asyncio.Event) -> None:
-        hub = Hub(
-            specs,
-            context,
-            serve=serve,
-            grace=args.grace,
-            access=access,
-            revocations=revocations,
-            **session_kwargs(args),
-        )
-        await hub.start(*listen) if listen else await hub.start_gateways()
-        hub.watch_revocations()
-        if watcher is not None:
-            hub.watch_ports(watcher)
-        control = await start_control(args, hub.status_snapshot)
-        metrics = None
-        if metrics_at is not None:
-            from comtunnel.aio.metrics import start_metrics_server
-
-            metrics = start_metrics_server(*metrics_at, hub.status_snapshot)
-            log.info("metrics on http://%s:%s/metrics", *metrics_at)
-            refresher = metrics.refresh
-
-            async def refresh() -> None:
-                while True:
-                    await asyncio.sleep(1.0)
-                    refresher()
-
-            refreshing = asyncio.ensure_future(refresh())
-        dialers = [asyncio.ensure_future(hub.dial(h, p)) for h, p in dial]
-        try:
-            await stop.wait()
-        finally:
-            for task in dialers:
-                task.cancel()
-            if metrics is not None:
-                refreshing.cancel()
-                metrics.stop()
-            if control is not None:
-                await control.close()
-            await hub.close()
-
-    return run_until_signal(main)
+    config = hub_config(vars(args), getattr(args, "config_tables", {}), source=str(args.config))
+    return run_until_signal(lambda stop: run_hub(config, stop))
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from comtunnel.aio.client import AttachSpec, Client, LinkSpec
-    from comtunnel.tls import client_context
+    from comtunnel.app.client import run_client
+    from comtunnel.app.config import client_config
 
-    if bool(args.connect) == bool(args.listen):
-        raise UsageError("give either --connect HOST:PORT (dial the hub) or --listen HOST:PORT (the hub dials us)")
-    if args.listen and not args.hub_name:
-        raise UsageError("with --listen, give --hub-name NAME: a name in the hub's certificate, to verify it")
-    hubs = [parse_hostport(item) for item in args.connect or []] or [("", 0)]
-    labels = hub_labels(hubs)
-    per_hub: dict[str, tuple[list[LinkSpec], list[AttachSpec], list[ServeSpec]]] = {x: ([], [], []) for x in labels}
-    for item in args.link or []:
-        label, rest = qualified(item, labels, "--link")
-        name, path, settings = parse_assignment(rest, "PATH")
-        per_hub[label][0].append(LinkSpec(name, Path(path), settings or PortSettings()))
-    for item in args.attach or []:
-        label, rest = qualified(item, labels, "--attach")
-        name, device, settings = parse_assignment(rest, "DEVICE")
-        per_hub[label][1].append(AttachSpec(name, device, settings or PortSettings()))
-    for spec in parse_serve(args, labels):
-        label, _, name = spec.port.rpartition("/")
-        per_hub[label or labels[0]][2].append(dataclasses.replace(spec, port=name))
-    context = client_context(Path(args.certs), args.name)
-    taken: set[str] = set()  # link names in --link-dir, shared so two hubs' ports cannot collide
-    clients = [
-        Client(
-            host,
-            port,
-            context,
-            links=per_hub[label][0],
-            attach=per_hub[label][1],
-            serve=per_hub[label][2],
-            link_dir=Path(args.link_dir) if args.link_dir else None,
-            server_hostname=args.hub_name,
-            listen=parse_hostport(args.listen, default_host="0.0.0.0") if args.listen else None,
-            label=label,
-            taken_links=taken,
-            **session_kwargs(args),
-        )
-        for (host, port), label in zip(hubs, labels, strict=True)
-    ]
-
-    async def main(stop: asyncio.Event) -> None:
-        tasks = [asyncio.ensure_future(client.run()) for client in clients]
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-        for client in clients:
-            client.stop()
-        stopper.cancel()
-        for result in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(result, BaseException):
-                raise result
-
-    return run_until_signal(main)
-
-
-async def start_control(args: argparse.Namespace, snapshot: Callable[[], dict[str, Any]]) -> Any:
-    """The `comtunnel status` socket, unless --control-socket none."""
-    from comtunnel.aio.control import default_socket_path, start_control_server
-
-    if args.control_socket == "none":
-        return None
-    path = Path(args.control_socket) if args.control_socket else default_socket_path()
-    server = await start_control_server(path, snapshot)
-    log.info("status: comtunnel status --socket %s", path)
-    return server
+    config = client_config(vars(args))
+    return run_until_signal(lambda stop: run_client(config, stop))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -275,45 +83,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def hub_revocations(args: argparse.Namespace) -> Any:
-    """The CRL the hub watches: --crl, or crl.pem in --certs (it may appear later)."""
-    from cryptography import x509
-
-    from comtunnel.access import RevocationList
-    from comtunnel.errors import CertificateError
-
-    ca_path = Path(args.certs) / "ca.crt"
-    try:
-        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise CertificateError(f"cannot read {ca_path}: {exc}") from None
-    return RevocationList(Path(args.crl) if args.crl else Path(args.certs) / "crl.pem", ca_cert)
-
-
-def hub_labels(hubs: list[tuple[str, int]]) -> list[str]:
-    """How --link etc. name a hub when there are several: its host, or host:port if hosts repeat."""
-    hosts = [h for h, _ in hubs]
-    return [h if hosts.count(h) == 1 else f"{h}:{p}" for h, p in hubs]
-
-
-def qualified(item: str, labels: list[str], option: str) -> tuple[str, str]:
-    """Split 'HUB/PORT=...' into the hub label and 'PORT=...'; unqualified is fine with one hub."""
-    head, sep, _ = item.partition("=")
-    label, slash, port = head.rpartition("/")
-    if not slash:
-        if len(labels) > 1:
-            raise UsageError(
-                f"{option} {item!r}: with several hubs, name the hub: HUB/PORT (hubs: {', '.join(labels)})"
-            )
-        return labels[0], item
-    if label not in labels:
-        raise UsageError(f"{option} {item!r}: no hub {label!r} among --connect ({', '.join(labels)})")
-    return label, port + sep + item.partition("=")[2]
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     from comtunnel.aio.client import fetch_ports
     from comtunnel.aio.loop import run
+    from comtunnel.app.config import parse_hostport
     from comtunnel.tls import client_context
 
     host, port = parse_hostport(args.connect)
@@ -545,15 +318,6 @@ def byte_size(text: str) -> int:
     return value
 
 
-def session_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Timeouts as Hub/Client keyword arguments; the ping interval is a third of the dead timeout."""
-    return {
-        "replay_bound": args.replay_bound,
-        "dead_timeout": args.dead_timeout,
-        "ping_interval": min(5.0, args.dead_timeout / 3),
-    }
-
-
 def setup_logging(verbose: int, quiet: int) -> None:
     level = logging.INFO - 10 * verbose + 10 * quiet
     logging.basicConfig(
@@ -569,6 +333,8 @@ CONFIG_TABLES = {"hub": frozenset({"access"})}
 
 def config_validators(command: str) -> dict[str, Callable[[str], object]]:
     """Checks that make a bad config value name its key (the same parsers the commands use)."""
+    from comtunnel.app.config import parse_assignment, parse_hostport
+
     hostport = lambda text: parse_hostport(text, default_host="0.0.0.0")  # noqa: E731
     checks: dict[str, Callable[[str], object]] = {"listen": hostport}
     if command == "hub":

@@ -13,10 +13,10 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from comtunnel.aio.metrics import Snapshot
 from comtunnel.errors import PeerError, UsageError
 
 
@@ -43,7 +43,7 @@ class ControlServer:
             self.path.unlink()
 
 
-async def start_control_server(path: Path, snapshot: Callable[[], dict[str, Any]]) -> ControlServer:
+async def start_control_server(path: Path, snapshot: Snapshot) -> ControlServer:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.parent.stat().st_uid != os.geteuid():  # e.g. a /tmp directory someone else made first
         raise UsageError(f"{path.parent} belongs to another user; give --control-socket a path of your own")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from comtunnel.ports.base import SerialPort
 from comtunnel.ports.network import NetworkServerPort
 from comtunnel.protocol.settings import ControlRequest, PortSettings
+from comtunnel.specs import ServeSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +37,10 @@ def open_device(spec: PortSpec, settings: PortSettings, control: ControlRequest)
     return DevicePort(spec.device, settings, control)
 
 
-def make_server_port(protocol: str, name: str, host: str, port: int) -> NetworkServerPort:
+def make_server_port(spec: ServeSpec) -> NetworkServerPort:
     """A gateway's listening side: ``raw`` (socat, netcat) or ``rfc2217`` (pyserial, hub4com)."""
-    if protocol == "rfc2217":
+    if spec.protocol == "rfc2217":
         from comtunnel.ports.rfc2217_server import Rfc2217ServerPort
 
-        return Rfc2217ServerPort(name, host, port)
-    return NetworkServerPort(name, host, port)
+        return Rfc2217ServerPort(spec.port, spec.host, spec.tcp_port)
+    return NetworkServerPort(spec.port, spec.host, spec.tcp_port)

@@ -195,7 +195,7 @@ def test_gateways_echo_what_a_client_sends_at_connect(kind: str, loop: str, cert
         return data if kind == "raw" else data.replace(b"\r", b"\n")
 
     async def main() -> None:
-        hub = Hub([PortSpec("loop", "loop://")], hub_context(certs), serve=[("loop", kind, "127.0.0.1", 0)])
+        hub = Hub([PortSpec("loop", "loop://")], hub_context(certs), serve=[ServeSpec("loop", "127.0.0.1", 0, kind)])
         (_, hub_port), *_ = await hub.start("127.0.0.1", 0)
         hub_side = hub.gateways[0].app.address
         try:

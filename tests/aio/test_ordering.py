@@ -30,6 +30,7 @@ from comtunnel.protocol.errors import RemoteProtocolError
 from comtunnel.protocol.limits import DEFAULT_WINDOW
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
+from comtunnel.specs import ServeSpec
 
 Op = tuple[str, Any]  # ("data", bytes) | ("settings", baud) | ("control", dtr) | ("purge", Purge)
 
@@ -311,7 +312,8 @@ def test_hub_gateway_applies_the_tcp_clients_order(ops: list[Op], cuts: list[int
         hub = Hub([PortSpec("dev", "fake")], cast(ssl.SSLContext, None), port_factory=lambda *_: port)
         from comtunnel.aio.hub.gateway import LocalGateway
 
-        gateway = LocalGateway(hub.hub_ports, hub.ports["dev"], make_server_port("rfc2217", "dev", "127.0.0.1", 0))
+        server = make_server_port(ServeSpec("dev", "127.0.0.1", 0, "rfc2217"))
+        gateway = LocalGateway(hub.hub_ports, hub.ports["dev"], server)
         await gateway.start()
         stream, expected = rfc2217_bytes(ops)
         assert gateway.app.address is not None

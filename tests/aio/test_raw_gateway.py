@@ -36,7 +36,7 @@ async def _refused_second(port: int) -> bytes:
 
 def test_hub_raw_gateway_serves_one_client_at_a_time(certs: Path) -> None:
     async def main() -> None:
-        hub = Hub([PortSpec("loop", "loop://")], hub_context(certs), serve=[("loop", "raw", "127.0.0.1", 0)])
+        hub = Hub([PortSpec("loop", "loop://")], hub_context(certs), serve=[ServeSpec("loop", "127.0.0.1", 0, "raw")])
         await hub.start("127.0.0.1", 0)
         try:
             gateway_port = hub.gateways[0].app.address[1]  # type: ignore[index]

@@ -293,7 +293,7 @@ class Client:
     async def _create_servers(self) -> None:
         for spec in self.serve_specs:
             self._check_new(spec.port)
-            server = make_server_port(spec.protocol, spec.port, spec.host, spec.tcp_port)
+            server = make_server_port(spec)
             channel = self._channel(spec.port, server, PortSettings(), virtual=True)
             await server.open(channel)
             server.pause_reading()

@@ -29,6 +29,7 @@ from comtunnel.ports.discovery import PortWatcher
 from comtunnel.ports.open import PortFactory, PortSpec, make_server_port, open_device
 from comtunnel.protocol.errors import ErrorCode
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
+from comtunnel.specs import ServeSpec
 from comtunnel.tls import describe_tls_error
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Hub:
         ssl_context: ssl.SSLContext,
         *,
         port_factory: PortFactory = open_device,
-        serve: list[tuple[str, str, str, int]] | None = None,
+        serve: list[ServeSpec] | None = None,
         access: AccessPolicy | None = None,
         revocations: RevocationList | None = None,
         grace: float = DEFAULT_GRACE,
@@ -72,7 +73,7 @@ class Hub:
         self.tasks = Tasks("hub")  # cleanups (devices being closed) that close() waits for
         self._pollers = Tasks("hub pollers")  # cancelled at close
         self._refusals = Refusals("a connection")
-        self._serve = list(serve or [])  # (port name, "raw" | "rfc2217", host, tcp port)
+        self._serve = list(serve or [])
 
     # The port table, as tests and the CLI know it.
     @property
@@ -118,11 +119,10 @@ class Hub:
 
     async def start_gateways(self) -> None:
         """The --rfc2217/--raw listeners (also for a hub that only dials out)."""
-        for name, protocol, gw_host, gw_port in self._serve:
-            if name not in self.ports:
-                raise UsageError(f"--{protocol} names port {name!r}, which is not given with --port")
-            server = make_server_port(protocol, name, gw_host, gw_port)
-            gateway = LocalGateway(self.hub_ports, self.ports[name], server)
+        for spec in self._serve:
+            if spec.port not in self.ports:
+                raise UsageError(f"--{spec.protocol} names port {spec.port!r}, which is not given with --port")
+            gateway = LocalGateway(self.hub_ports, self.ports[spec.port], make_server_port(spec))
             await gateway.start()
             self.gateways.append(gateway)
 

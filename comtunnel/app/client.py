@@ -1,0 +1,44 @@
+"""Run a client from its config: one :class:`Client` per hub, sharing the link names in the link
+directory, until stopped or until one of them fails for good."""
+
+from __future__ import annotations
+
+import asyncio
+
+from comtunnel.aio.client import Client
+from comtunnel.app.config import ClientConfig
+from comtunnel.tls import client_context
+
+
+async def run_client(config: ClientConfig, stop: asyncio.Event) -> None:
+    context = client_context(config.certs, config.name)
+    taken: set[str] = set()  # link names in the link directory, shared so two hubs' ports cannot collide
+    clients = [
+        Client(
+            hub.host,
+            hub.port,
+            context,
+            links=hub.links,
+            attach=hub.attach,
+            serve=hub.serve,
+            link_dir=config.link_dir,
+            server_hostname=config.hub_name,
+            listen=config.listen,
+            label=hub.label,
+            taken_links=taken,
+            **config.session.kwargs(),
+        )
+        for hub in config.hubs
+    ]
+    runs = [asyncio.ensure_future(client.run()) for client in clients]
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([*runs, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for client in clients:
+            client.stop()
+        stopper.cancel()
+        results = await asyncio.gather(*runs, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -1,0 +1,232 @@
+"""The hub's and the client's configuration as values, parsed from option values.
+
+The command line and a TOML file give the same option values (the TOML loader makes a file's
+values the parser's defaults, see :mod:`comtunnel.config`), so one parser per value here serves
+both, and a bad value in either says the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from comtunnel.access import AccessPolicy
+from comtunnel.errors import UsageError
+from comtunnel.ports.network import check_listen_address
+from comtunnel.ports.open import PortSpec
+from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_REPLAY_BOUND
+from comtunnel.protocol.settings import PortSettings, SettingsError, parse_line_settings
+from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec
+
+HostPort = tuple[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionOptions:
+    """Resumption and dead-link knobs, the same for hub and client."""
+
+    replay_bound: int = DEFAULT_REPLAY_BOUND
+    dead_timeout: float = DEFAULT_DEAD_TIMEOUT
+
+    @property
+    def ping_interval(self) -> float:
+        """A third of the dead timeout (at most 5 s), so two lost pings still leave time for a third."""
+        return min(5.0, self.dead_timeout / 3)
+
+    def kwargs(self) -> dict[str, Any]:
+        """As the keyword arguments of Hub and Client."""
+        return {
+            "replay_bound": self.replay_bound,
+            "dead_timeout": self.dead_timeout,
+            "ping_interval": self.ping_interval,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class HubConfig:
+    certs: Path
+    ports: list[PortSpec]
+    listen: HostPort | None = None
+    dial: list[HostPort] = dataclasses.field(default_factory=list)
+    auto_ports: bool = False  # --port auto: serve whatever serial ports appear
+    serve: list[ServeSpec] = dataclasses.field(default_factory=list)
+    access: AccessPolicy | None = None
+    crl: Path | None = None  # default: crl.pem in certs
+    control_socket: Path | None = None  # default: comtunnel.aio.control.default_socket_path()
+    control: bool = True
+    metrics: HostPort | None = None
+    grace: float = DEFAULT_GRACE
+    session: SessionOptions = SessionOptions()
+
+
+@dataclasses.dataclass(frozen=True)
+class HubTarget:
+    """One hub a client uses, and what it makes of that hub's ports."""
+
+    host: str
+    port: int
+    label: str  # how --link HUB/PORT names it
+    links: list[LinkSpec] = dataclasses.field(default_factory=list)
+    attach: list[AttachSpec] = dataclasses.field(default_factory=list)
+    serve: list[ServeSpec] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientConfig:
+    certs: Path
+    name: str
+    hubs: list[HubTarget]
+    listen: HostPort | None = None  # the hub dials us (hub --connect)
+    hub_name: str | None = None
+    link_dir: Path | None = None
+    session: SessionOptions = SessionOptions()
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+def parse_hostport(text: str, *, default_host: str | None = None) -> HostPort:
+    """'HOST:PORT', '[::1]:PORT' or, with a default host, ':PORT' / 'PORT'."""
+    host, sep, port = text.rpartition(":")
+    if not sep and default_host is not None:
+        host, port = default_host, text
+    host = host.strip("[]") or (default_host or "")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def parse_assignment(text: str, what: str) -> tuple[str, str, PortSettings | None]:
+    """'NAME=VALUE[,settings]' as used by --port, --link and --attach."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise UsageError(f"expected NAME={what}, got {text!r}")
+    if not all(c.isalnum() or c in "-_." for c in name):
+        raise UsageError(f"port name {name!r} may use only letters, digits, '-', '_' and '.'")
+    value, _, settings = rest.partition(",")
+    try:
+        return name, value, parse_line_settings(settings) if settings else None
+    except SettingsError as exc:
+        raise UsageError(f"{text!r}: {exc}") from None
+
+
+def hub_labels(hubs: list[HostPort]) -> list[str]:
+    """How --link etc. name a hub when there are several: its host, or host:port if hosts repeat."""
+    hosts = [h for h, _ in hubs]
+    return [h if hosts.count(h) == 1 else f"{h}:{p}" for h, p in hubs]
+
+
+def qualified(item: str, labels: list[str], option: str) -> tuple[str, str]:
+    """Split 'HUB/PORT=...' into the hub label and 'PORT=...'; unqualified is fine with one hub."""
+    head, sep, _ = item.partition("=")
+    label, slash, port = head.rpartition("/")
+    if not slash:
+        if len(labels) > 1:
+            raise UsageError(
+                f"{option} {item!r}: with several hubs, name the hub: HUB/PORT (hubs: {', '.join(labels)})"
+            )
+        return labels[0], item
+    if label not in labels:
+        raise UsageError(f"{option} {item!r}: no hub {label!r} among --connect ({', '.join(labels)})")
+    return label, port + sep + item.partition("=")[2]
+
+
+def parse_serve(options: Mapping[str, Any], labels: list[str] | None = None) -> list[tuple[str, ServeSpec]]:
+    """--raw and --rfc2217 values: [HUB/]PORT=HOST:TCPPORT (or PORT=TCPPORT for 127.0.0.1), each with
+    its hub's label ('' when there are no labels)."""
+    specs = []
+    for protocol in ("raw", "rfc2217"):
+        for item in options.get(protocol) or []:
+            label = ""
+            if labels is not None:
+                label, item = qualified(item, labels, f"--{protocol}")
+            name, _, address = item.partition("=")
+            if not name or not address:
+                raise UsageError(f"expected --{protocol} PORT=HOST:TCPPORT, got {item!r}")
+            host, tcp_port = parse_hostport(address, default_host="127.0.0.1")
+            check_listen_address(host, bool(options.get("allow_remote")), f"--{protocol} {name}")
+            specs.append((label, ServeSpec(name, host, tcp_port, protocol)))
+    return specs
+
+
+def session_options(options: Mapping[str, Any]) -> SessionOptions:
+    return SessionOptions(
+        replay_bound=options.get("replay_bound", DEFAULT_REPLAY_BOUND),
+        dead_timeout=options.get("dead_timeout", DEFAULT_DEAD_TIMEOUT),
+    )
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def hub_config(options: Mapping[str, Any], tables: Mapping[str, Any] | None = None, source: str = "") -> HubConfig:
+    """The hub's config from option values (argparse's, which a TOML file may have set) and the
+    file's tables (``[access]``)."""
+    if not options.get("listen") and not options.get("connect"):
+        raise UsageError("give --listen HOST:PORT, or --connect HOST:PORT to dial a listening client")
+    specs: list[PortSpec] = []
+    auto = False
+    for item in options.get("port") or []:
+        if item == "auto":
+            auto = True
+            continue
+        name, _, _ = parse_assignment(item, "DEVICE")
+        if any(s.name == name for s in specs):
+            raise UsageError(f"port {name!r} is given twice")
+        specs.append(PortSpec(name, item.partition("=")[2]))
+    if not specs and not auto:
+        raise UsageError("give at least one --port NAME=DEVICE, or --port auto")
+    metrics = parse_hostport(options["metrics"], default_host="127.0.0.1") if options.get("metrics") else None
+    if metrics is not None:
+        check_listen_address(metrics[0], bool(options.get("allow_remote")), "--metrics")
+    access = None
+    if tables and "access" in tables:
+        access = AccessPolicy.from_table(tables["access"], source=source)
+    socket = options.get("control_socket")
+    return HubConfig(
+        certs=Path(options["certs"]),
+        ports=specs,
+        listen=parse_hostport(options["listen"], default_host="0.0.0.0") if options.get("listen") else None,
+        dial=[parse_hostport(item) for item in options.get("connect") or []],
+        auto_ports=auto,
+        serve=[spec for _, spec in parse_serve(options)],
+        access=access,
+        crl=Path(options["crl"]) if options.get("crl") else None,
+        control_socket=Path(socket) if socket and socket != "none" else None,
+        control=socket != "none",
+        metrics=metrics,
+        grace=options.get("grace", DEFAULT_GRACE),
+        session=session_options(options),
+    )
+
+
+def client_config(options: Mapping[str, Any]) -> ClientConfig:
+    connect, listen = options.get("connect") or [], options.get("listen")
+    if bool(connect) == bool(listen):
+        raise UsageError("give either --connect HOST:PORT (dial the hub) or --listen HOST:PORT (the hub dials us)")
+    if listen and not options.get("hub_name"):
+        raise UsageError("with --listen, give --hub-name NAME: a name in the hub's certificate, to verify it")
+    addresses = [parse_hostport(item) for item in connect] or [("", 0)]
+    labels = hub_labels(addresses)
+    hubs = {label: HubTarget(host, port, label) for (host, port), label in zip(addresses, labels, strict=True)}
+    for item in options.get("link") or []:
+        label, rest = qualified(item, labels, "--link")
+        name, path, settings = parse_assignment(rest, "PATH")
+        hubs[label].links.append(LinkSpec(name, Path(path), settings or PortSettings()))
+    for item in options.get("attach") or []:
+        label, rest = qualified(item, labels, "--attach")
+        name, device, settings = parse_assignment(rest, "DEVICE")
+        hubs[label].attach.append(AttachSpec(name, device, settings or PortSettings()))
+    for label, spec in parse_serve(options, labels):
+        hubs[label].serve.append(spec)
+    return ClientConfig(
+        certs=Path(options["certs"]),
+        name=options["name"],
+        hubs=list(hubs.values()),
+        listen=parse_hostport(listen, default_host="0.0.0.0") if listen else None,
+        hub_name=options.get("hub_name"),
+        link_dir=Path(options["link_dir"]) if options.get("link_dir") else None,
+        session=session_options(options),
+    )

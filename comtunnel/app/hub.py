@@ -1,0 +1,101 @@
+"""Run a hub from its config: the TLS listener or dial-out loops, port hotplug, the revocation
+list, the status socket and metrics, all stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from comtunnel.access import RevocationList
+from comtunnel.aio.control import ControlServer, default_socket_path, start_control_server
+from comtunnel.aio.hub import Hub
+from comtunnel.aio.metrics import Snapshot
+from comtunnel.aio.tasks import Tasks
+from comtunnel.app.config import HubConfig
+from comtunnel.errors import CertificateError
+from comtunnel.ports.open import PortSpec
+from comtunnel.tls import hub_context
+
+log = logging.getLogger("comtunnel")
+
+#: How often the metrics are recomputed from the hub's status.
+METRICS_REFRESH = 1.0
+
+
+async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
+    context = hub_context(config.certs)
+    revocations = hub_revocations(config.certs, config.crl)
+    if config.access is not None:
+        log.info("access list: %s", ", ".join(config.access.rules) or "nobody")
+    specs = list(config.ports)
+    watcher = None
+    if config.auto_ports:
+        from comtunnel.ports.discovery import PortWatcher
+
+        watcher = PortWatcher()
+        found = [PortSpec(n, d) for n, d in watcher.ports.items() if all(s.name != n for s in specs)]
+        log.info("--port auto: %s", ", ".join(f"{s.name}={s.device}" for s in found) or "no serial ports yet")
+        specs.extend(found)
+    hub = Hub(
+        specs,
+        context,
+        serve=config.serve,
+        grace=config.grace,
+        access=config.access,
+        revocations=revocations,
+        **config.session.kwargs(),
+    )
+    tasks = Tasks("hub command")
+    control: ControlServer | None = None
+    try:
+        await hub.start(*config.listen) if config.listen else await hub.start_gateways()
+        hub.watch_revocations()
+        if watcher is not None:
+            hub.watch_ports(watcher)
+        if config.control:
+            control = await start_control(config.control_socket, hub.status_snapshot)
+        if config.metrics is not None:
+            tasks.spawn(serve_metrics(*config.metrics, hub.status_snapshot))
+        for host, port in config.dial:
+            tasks.spawn(hub.dial(host, port))
+        await stop.wait()
+    finally:
+        await tasks.close()
+        if control is not None:
+            await control.close()
+        await hub.close()
+
+
+def hub_revocations(certs: Path, crl: Path | None) -> RevocationList:
+    """The CRL the hub watches: ``crl``, or crl.pem in ``certs`` (it may appear later)."""
+    from cryptography import x509
+
+    ca_path = certs / "ca.crt"
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CertificateError(f"cannot read {ca_path}: {exc}") from None
+    return RevocationList(crl or certs / "crl.pem", ca_cert)
+
+
+async def start_control(path: Path | None, snapshot: Snapshot) -> ControlServer:
+    """The socket `comtunnel status` asks."""
+    path = path or default_socket_path()
+    server = await start_control_server(path, snapshot)
+    log.info("status: comtunnel status --socket %s", path)
+    return server
+
+
+async def serve_metrics(host: str, port: int, snapshot: Snapshot) -> None:
+    """Prometheus metrics until cancelled, refreshed from the status snapshot."""
+    from comtunnel.aio.metrics import start_metrics_server
+
+    metrics = start_metrics_server(host, port, snapshot)
+    log.info("metrics on http://%s:%s/metrics", host, port)
+    try:
+        while True:
+            await asyncio.sleep(METRICS_REFRESH)
+            metrics.refresh()
+    finally:
+        metrics.stop()
