@@ -55,7 +55,7 @@ def _imports(path: Path, package: str) -> set[str]:
 
 def test_no_import_cycles_in_the_package() -> None:
     """Counting imports made only for type checking and those inside functions: a module may not
-    reach itself again (the layering is: protocol, policy < ports < aio < cli)."""
+    reach itself again."""
     files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
              for p in (ROOT / "comtunnel").rglob("*.py")}  # fmt: skip
     graph = {name: {m for m in _imports(path, "comtunnel") if m in files and m != name} for name, path in files.items()}
@@ -97,4 +97,22 @@ def test_the_sans_io_core_imports_no_io() -> None:
                 offenders += [
                     f"{folder}/{path.name}: {n}" for n in names if n.split(".")[0] in banned or n.startswith(banned)
                 ]
+    assert not offenders, offenders
+
+
+def test_each_layer_imports_only_the_layers_below() -> None:
+    """The layering the README's Layout section states: protocol, policy < ports < aio < app < cli."""
+    above = {
+        "protocol": ("policy", "ports", "aio", "app", "cli"),
+        "policy": ("ports", "aio", "app", "cli"),
+        "ports": ("policy", "aio", "app", "cli"),
+        "aio": ("app", "cli"),
+        "app": ("cli",),
+    }
+    offenders = []
+    for folder, banned in above.items():
+        for path in (ROOT / "comtunnel" / folder).rglob("*.py"):
+            for name in _imports(path, "comtunnel."):
+                if name.split(".")[1] in banned:
+                    offenders.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not offenders, offenders

@@ -50,6 +50,7 @@ from serial import serialposix
 from comtunnel.errors import PortBusy, PortError, PortGone, PortNotSupported, PortUnavailable
 from comtunnel.ports import termios2
 from comtunnel.ports.base import PortListener, SerialPort
+from comtunnel.ports.fdio import FdWriter
 from comtunnel.protocol.settings import (
     ControlRequest,
     ControlState,
@@ -410,11 +411,11 @@ class _FdIO:
         self._port = port
         self._loop = loop
         self._fd = fd
-        self._out = bytearray()
+        self._writer = FdWriter(loop, fd, port._drained, self._write_failed)
 
     @property
     def buffered(self) -> int:
-        return len(self._out)
+        return self._writer.size
 
     def start(self, *, reading: bool) -> None:
         os.set_blocking(self._fd, False)
@@ -429,8 +430,7 @@ class _FdIO:
 
     def stop(self) -> None:
         self._loop.remove_reader(self._fd)
-        self._loop.remove_writer(self._fd)
-        self._out.clear()
+        self._writer.clear()
 
     def _readable(self) -> None:
         # Drain what is there (ttys hand out a few KiB per read): one chunk per wake-up downstream.
@@ -465,35 +465,14 @@ class _FdIO:
 
     def write(self, data: bytes) -> None:
         """Raises OSError when the device has failed."""
-        if self._out:
-            self._out += data
-            return
-        try:
-            sent = os.write(self._fd, data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        if sent < len(data):
-            self._out += memoryview(data)[sent:]
-            self._loop.add_writer(self._fd, self._writable)
+        self._writer.write(data)
 
-    def _writable(self) -> None:
-        try:
-            while self._out:
-                del self._out[: os.write(self._fd, self._out)]
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._port._fail(f"write failed: {_reason(exc)} (unplugged?)")
-            return
-        self._loop.remove_writer(self._fd)
-        self._port._drained()
+    def _write_failed(self, exc: OSError) -> None:
+        self._port._fail(f"write failed: {_reason(exc)} (unplugged?)")
 
     def purge_output(self) -> bool:
         """Drop unwritten bytes; True if there were any."""
-        had = bool(self._out)
-        self._out.clear()
-        self._loop.remove_writer(self._fd)
-        return had
+        return self._writer.clear()
 
 
 class _ThreadIO:
