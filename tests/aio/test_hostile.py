@@ -123,7 +123,8 @@ def test_attack_is_contained_and_good_client_keeps_its_speed(
         client = start_client(tmp_path, certs, procs, hub_port, f"--link=good={tmp_path / 'good'}")
         client.wait_for(r"good: open on the hub")
         app = open_app(tmp_path / "good")
-        alone = max(throughput(app, device.master) for _ in range(2))
+        samples = [throughput(app, device.master) for _ in range(2)]
+        alone, typical = max(samples), min(samples)  # one sample under attack is compared with the lower
         run, logged = ATTACKS[attack]
         errors: list[BaseException] = []
 
@@ -139,7 +140,7 @@ def test_attack_is_contained_and_good_client_keeps_its_speed(
         thread.join(60)
         assert not errors, errors
         procs[0].wait_for(logged, timeout=5)
-        assert during >= alone * 0.5, f"{during:.1f} MB/s under attack vs {alone:.1f} alone"
+        assert during >= typical * 0.5, f"{during:.1f} MB/s under attack vs {samples} alone"
         assert "Traceback" not in procs[0].text()
         after = max(throughput(app, device.master) for _ in range(2))  # as noisy as 'alone': the best of two
         assert after >= alone * 0.5, f"{after:.1f} MB/s after the attack vs {alone:.1f} alone"
