@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from muxpair import open_channel, pair, pump
 
 from comtunnel.protocol import events as ev
 from comtunnel.protocol import frames as fr
@@ -17,8 +18,6 @@ from comtunnel.protocol.codec import FrameDecoder, encode_frame
 from comtunnel.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from comtunnel.protocol.flow import ReceiveWindow, SendWindow
 from comtunnel.protocol.limits import MAX_WINDOW
-from comtunnel.protocol.mux import Connection, Role
-from comtunnel.protocol.settings import PortSettings
 
 # --- the window objects -------------------------------------------------------------------------
 
@@ -108,47 +107,19 @@ def test_receive_window_accounting(size: int, steps: list[tuple[bool, int]]) -> 
 # --- through two connections ------------------------------------------------------------------------
 
 
-def pump(a: Connection, b: Connection) -> tuple[list[ev.Event], list[ev.Event]]:
-    """Exchange bytes until both sides are quiet; return the events each side saw."""
-    seen_a: list[ev.Event] = []
-    seen_b: list[ev.Event] = []
-    for _ in range(1000):
-        out_a, out_b = a.data_to_send(), b.data_to_send()
-        if not out_a and not out_b:
-            return seen_a, seen_b
-        seen_b += b.receive_data(out_a)
-        seen_a += a.receive_data(out_b)
-    raise AssertionError("the connections never went quiet")
-
-
-def pair(client_window: int = 1000, hub_window: int = 1000) -> tuple[Connection, Connection]:
-    client = Connection(Role.CLIENT, window=client_window)
-    hub = Connection(Role.HUB, window=hub_window)
-    pump(client, hub)
-    return client, hub
-
-
-def open_channel(client: Connection, hub: Connection, port: str = "p") -> int:
-    cid = client.open_channel(port, PortSettings())
-    pump(client, hub)
-    assert hub.accept_channel(cid, PortSettings())
-    pump(client, hub)
-    return cid
-
-
 def received(events: list[ev.Event], channel: int) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, ev.DataReceived) and e.channel == channel)
 
 
 def test_each_direction_is_bounded_by_its_receivers_window() -> None:
-    client, hub = pair(client_window=700, hub_window=300)
+    client, hub = pair(window=700, hub_window=300)
     cid = open_channel(client, hub)
     assert client.send_window(cid) == 300  # the hub grants 300 in OPEN_OK
     assert hub.send_window(cid) == 700  # the client granted 700 in OPEN
 
 
 def test_sender_cannot_exceed_the_window() -> None:
-    client, hub = pair()
+    client, hub = pair(1000)
     cid = open_channel(client, hub)
     for _ in range(10):
         client.send_data(cid, b"0123456789" * 10)
@@ -163,7 +134,7 @@ def test_sender_cannot_exceed_the_window() -> None:
 
 
 def test_a_write_larger_than_the_window_is_refused_whole() -> None:
-    client, hub = pair()
+    client, hub = pair(1000)
     cid = open_channel(client, hub)
     with pytest.raises(LocalProtocolError):
         client.send_data(cid, b"x" * 1001)
@@ -172,7 +143,7 @@ def test_a_write_larger_than_the_window_is_refused_whole() -> None:
 
 
 def test_window_update_is_sent_once_half_is_consumed() -> None:
-    client, hub = pair()
+    client, hub = pair(1000)
     cid = open_channel(client, hub)
     client.send_data(cid, bytes(800))
     _, h = pump(client, hub)
@@ -188,7 +159,7 @@ def test_window_update_is_sent_once_half_is_consumed() -> None:
 
 
 def test_window_opened_event_reports_the_new_credit() -> None:
-    client, hub = pair()
+    client, hub = pair(1000)
     cid = open_channel(client, hub)
     client.send_data(cid, bytes(1000))
     pump(client, hub)
@@ -224,7 +195,7 @@ def test_a_receiver_that_never_consumes_stops_its_sender_after_exactly_one_windo
 
 
 def test_the_hub_side_is_bounded_by_the_clients_window_too() -> None:
-    client, hub = pair(client_window=512)
+    client, hub = pair(window=512, hub_window=1000)
     cid = open_channel(client, hub)
     hub.send_data(cid, bytes(512))
     with pytest.raises(LocalProtocolError):
@@ -237,7 +208,7 @@ def test_the_hub_side_is_bounded_by_the_clients_window_too() -> None:
 
 
 def test_peer_exceeding_the_window_is_a_flow_control_error() -> None:
-    client, hub = pair()
+    client, hub = pair(1000)
     cid = open_channel(client, hub)
     assert hub.receive_data(encode_frame(fr.Data(cid, bytes(990)))) == [ev.DataReceived(cid, bytes(990))]
     with pytest.raises(RemoteProtocolError) as info:
@@ -254,7 +225,7 @@ def test_peer_exceeding_the_window_is_a_flow_control_error() -> None:
     [(0, "zero increment"), (MAX_WINDOW, "window grows past 2^30")],
 )
 def test_invalid_window_updates_are_flow_control_errors(increment: int, why: str) -> None:
-    client, hub = pair()
+    client, hub = pair(1000)
     cid = open_channel(client, hub)
     with pytest.raises(RemoteProtocolError) as info:
         client.receive_data(encode_frame(fr.WindowUpdate(cid, increment)))
@@ -262,14 +233,14 @@ def test_invalid_window_updates_are_flow_control_errors(increment: int, why: str
 
 
 def test_unsolicited_credit_is_allowed_up_to_the_maximum() -> None:
-    client, hub = pair()
+    client, hub = pair(1000)
     cid = open_channel(client, hub)
     assert client.receive_data(encode_frame(fr.WindowUpdate(cid, 5000))) == [ev.WindowOpened(cid, 6000)]
     client.send_data(cid, bytes(6000))
 
 
 def test_credit_for_a_closed_channel_is_not_sent() -> None:
-    client, hub = pair()
+    client, hub = pair(1000)
     cid = open_channel(client, hub)
     client.send_data(cid, bytes(900))
     pump(client, hub)

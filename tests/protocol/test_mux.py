@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import muxpair
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from muxpair import pair, pump
 
 from comtunnel.protocol import events as ev
 from comtunnel.protocol import frames as fr
@@ -30,31 +32,8 @@ SETTINGS = PortSettings(115200)
 ALL_BYTES = bytes(range(256))
 
 
-def pump(a: Connection, b: Connection) -> tuple[list[ev.Event], list[ev.Event]]:
-    """Exchange bytes until both sides are quiet; return the events each side saw."""
-    seen_a: list[ev.Event] = []
-    seen_b: list[ev.Event] = []
-    for _ in range(1000):
-        out_a, out_b = a.data_to_send(), b.data_to_send()
-        if not out_a and not out_b:
-            return seen_a, seen_b
-        seen_b += b.receive_data(out_a)
-        seen_a += a.receive_data(out_b)
-    raise AssertionError("the connections never went quiet")
-
-
-def pair(window: int = 4096, max_channels: int = 8) -> tuple[Connection, Connection]:
-    client = Connection(Role.CLIENT, {"software": "test-client"}, window=window)
-    hub = Connection(Role.HUB, {"software": "test-hub"}, window=window, max_channels=max_channels)
-    pump(client, hub)
-    return client, hub
-
-
 def open_channel(client: Connection, hub: Connection, port: str = "p") -> int:
-    cid = client.open_channel(port, SETTINGS)
-    pump(client, hub)
-    assert hub.accept_channel(cid, SETTINGS)
-    pump(client, hub)
+    cid = muxpair.open_channel(client, hub, port, SETTINGS)
     assert client.channel_state(cid) is hub.channel_state(cid) is ChannelState.OPEN
     return cid
 
