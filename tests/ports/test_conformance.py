@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import pytest
 import serial
+from listener import Recorder
 from support import PtyDevice, open_app, read_exactly, wait_for, write_all
 
 from comtunnel.errors import PortError, PortGone, PortNotSupported
@@ -36,7 +37,7 @@ from comtunnel.ports.pty import PtyPort
 from comtunnel.ports.rfc2217_remote import Rfc2217RemotePort
 from comtunnel.ports.rfc2217_server import Rfc2217ServerPort
 from comtunnel.ports.watch import WatchPort
-from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, Parity, PortSettings, Purge, StopBits
+from comtunnel.protocol.settings import ControlRequest, ControlState, Parity, PortSettings, Purge, StopBits
 
 SER2NET = shutil.which("ser2net") or ("/usr/sbin/ser2net" if os.path.exists("/usr/sbin/ser2net") else None)
 OFF = ControlRequest(dtr=False, rts=False)
@@ -51,58 +52,6 @@ TRICKY = b"\r\x00\r\n\n\r\xff\xff\xff\x00\x11\x13\r"  # what telnet, NVT or a tt
 def pattern(size: int) -> bytes:
     """Every byte value, the sequences a layer could rewrite, then a pattern whose misplacement shows."""
     return bytes(range(256)) + TRICKY + bytes((i * 7 + i // 251) & 0xFF for i in range(size))
-
-
-class Recorder:
-    """The listener: records every callback and flags the ones the contract forbids."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.drained = 0
-        self.lost: list[PortError | None] = []
-        self.opens: list[bool] = []
-        self.settings: list[PortSettings] = []
-        self.paused = False  # set by the test around pause_reading/resume_reading
-        self.closed = False  # set by the test once close() has returned
-        self.violations: list[str] = []
-
-    def _check(self, what: str) -> None:
-        if self.closed:
-            self.violations.append(f"{what} at {time.monotonic():.3f}, after close() returned")
-
-    def port_data(self, data: bytes) -> None:
-        self._check("port_data")
-        if self.paused:
-            self.violations.append(f"port_data({len(data)} bytes) while paused")
-        self.data += data
-
-    def port_drained(self) -> None:
-        self._check("port_drained")
-        self.drained += 1
-
-    def port_modem(self, lines: ModemLines) -> None:
-        self._check("port_modem")
-
-    def port_flow(self, stopped: bool) -> None:
-        self._check("port_flow")
-
-    def port_lost(self, exc: PortError | None) -> None:
-        self._check("port_lost")
-        self.lost.append(exc)
-
-    def app_settings(self, settings: PortSettings) -> None:
-        self._check("app_settings")
-        self.settings.append(settings)
-
-    def app_open(self, is_open: bool) -> None:
-        self._check("app_open")
-        self.opens.append(is_open)
-
-    def app_purge(self, which: Purge) -> None:
-        self._check("app_purge")
-
-    def app_control(self, request: ControlRequest) -> None:
-        self._check("app_control")
 
 
 async def take(buffer: bytearray, size: int, timeout: float = 8.0) -> bytes:

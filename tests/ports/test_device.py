@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import listener
 import pytest
 import serial
 from support import PtyDevice, read_exactly, wait_for, write_all
@@ -44,42 +45,8 @@ LOOP_SIZE = 64 << 10
 SPY_SIZE = 128 << 10
 
 
-class Recorder:
-    """A PortListener that also checks the contract's timing rules as callbacks arrive."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.modem: list[tuple[float, ModemLines]] = []
-        self.lost: list[PortError | None] = []
-        self.drained = 0
-        self.paused = False  # set by the test around pause_reading/resume_reading
-        self.closed = False  # set by the test once close() has returned
-        self.violations: list[str] = []
-        self._thread = threading.get_ident()
-
-    def _check(self, what: str) -> None:
-        if threading.get_ident() != self._thread:
-            self.violations.append(f"{what} called off the loop thread")
-        if self.closed:
-            self.violations.append(f"{what} called after close()")
-
-    def port_data(self, data: bytes) -> None:
-        self._check("port_data")
-        if self.paused:
-            self.violations.append(f"port_data({len(data)} bytes) while paused")
-        self.data += data
-
-    def port_drained(self) -> None:
-        self._check("port_drained")
-        self.drained += 1
-
-    def port_modem(self, lines: ModemLines) -> None:
-        self._check("port_modem")
-        self.modem.append((time.monotonic(), lines))
-
-    def port_lost(self, exc: PortError | None) -> None:
-        self._check("port_lost")
-        self.lost.append(exc)
+class Recorder(listener.Recorder):
+    """A device port never reports what only a virtual port's application does."""
 
     def app_settings(self, settings: PortSettings) -> None:
         self.violations.append("app_settings from a device port")
@@ -92,9 +59,6 @@ class Recorder:
 
     def app_control(self, request: ControlRequest) -> None:
         self.violations.append("app_control from a device port")
-
-    def lines(self) -> ModemLines:
-        return self.modem[-1][1]
 
 
 class MasterEnd:
