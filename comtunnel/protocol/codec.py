@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 
 from .errors import ErrorCode, RemoteProtocolError
-from .frames import Frame, decode_body, encode_body
-from .limits import DEFAULT_MAX_FRAME
+from .frames import Frame, data_frame_header, decode_body, encode_body
+from .limits import DEFAULT_MAX_FRAME, MAX_DATA_CHUNK
 
 _LENGTH = struct.Struct(">I")
 HEADER_SIZE = _LENGTH.size
@@ -20,6 +20,21 @@ HEADER_SIZE = _LENGTH.size
 def encode_frame(frame: Frame) -> bytes:
     body = encode_body(frame)
     return _LENGTH.pack(len(body)) + body
+
+
+def encode_data(out: list[bytes], channel: int, data: bytes | memoryview) -> None:
+    """Append DATA frames carrying ``data`` to ``out``, split at the chunk limit; the payload is
+    copied once, into its frame."""
+    size = len(data)
+    if size <= MAX_DATA_CHUNK:
+        out.append(data_frame_header(channel, size))
+        out.append(bytes(data))
+        return
+    view = memoryview(data)
+    for start in range(0, size, MAX_DATA_CHUNK):
+        chunk = view[start : start + MAX_DATA_CHUNK]
+        out.append(data_frame_header(channel, len(chunk)))
+        out.append(bytes(chunk))
 
 
 class FrameDecoder:

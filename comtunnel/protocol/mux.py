@@ -25,19 +25,19 @@ write ``conn.data_to_send()`` to the transport.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from typing import Any
 
 from . import events as ev
 from . import frames as fr
-from .codec import FrameDecoder, encode_frame
+from . import resume
+from .channel import Channel, ChannelInput, ChannelState, Operation
+from .codec import FrameDecoder, encode_data, encode_frame
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from .flow import ReceiveWindow, ReplayBuffer, SendWindow
+from .flow import SendWindow
 from .limits import (
     DEFAULT_MAX_CHANNELS,
     DEFAULT_MAX_FRAME,
     DEFAULT_WINDOW,
-    MAX_DATA_CHUNK,
     MAX_MESSAGE,
     MAX_PORT_NAME,
     MAX_REPLAY_OPERATIONS,
@@ -46,51 +46,12 @@ from .limits import (
 )
 from .settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
 
-_Operation = fr.SetSettings | fr.SetControl | fr.PurgeRequest
+__all__ = ["ChannelState", "Connection", "Role"]
 
 
 class Role(enum.Enum):
     CLIENT = "client"
     HUB = "hub"
-
-
-class ChannelState(enum.Enum):
-    OPENING = "opening"  # client: OPEN sent, no answer yet
-    PENDING = "pending"  # hub: OPEN received, not answered yet
-    OPEN = "open"
-    CLOSING = "closing"  # we sent CLOSE, waiting for the peer's
-    RESUMING = "resuming"  # client: carried over from a dead connection, RESUMED not yet received
-
-
-class _Channel:
-    __slots__ = (
-        "close_code",
-        "close_message",
-        "held_credit",
-        "id",
-        "operations",
-        "ops_received",
-        "ops_sent",
-        "port",
-        "recv",
-        "replay",
-        "send",
-        "state",
-    )
-
-    def __init__(self, channel_id: int, port: str, state: ChannelState, recv_window: int) -> None:
-        self.id = channel_id
-        self.port = port
-        self.state = state
-        self.recv = ReceiveWindow(recv_window)
-        self.send = SendWindow(0)
-        self.replay = ReplayBuffer()
-        self.held_credit = 0  # credit returned while resuming: sent once RESUMED arrives
-        self.ops_sent = 0  # sequence number of our next line operation
-        self.ops_received = 0  # sequence number of the peer's next line operation
-        self.operations: deque[_Operation] = deque()  # ours, kept until a byte after them is acknowledged
-        self.close_code: ErrorCode | int = ErrorCode.NORMAL
-        self.close_message = ""
 
 
 # Frames each role may receive; anything else from the peer is a protocol error.
@@ -130,7 +91,7 @@ class Connection:
         self.closed = False
         self._decoder = FrameDecoder(max_frame)
         self._out: list[bytes] = []
-        self._channels: dict[int, _Channel] = {}
+        self._channels: dict[int, Channel] = {}
         self._credit_owed: set[int] = set()
         self._last_channel_id = 0
         self._unexpected = _HUB_ONLY if role is Role.HUB else _CLIENT_ONLY
@@ -150,14 +111,8 @@ class Connection:
             raise LocalProtocolError("the old connection never learned a session token")
         self.session_token = old.session_token
         self._last_channel_id = old._last_channel_id
-        offsets = []
-        for ch in old._channels.values():
-            if ch.state in (ChannelState.OPEN, ChannelState.RESUMING):  # RESUMING: that attempt died too
-                ch.state = ChannelState.RESUMING
-                ch.held_credit = 0  # the RESUME tells the hub exactly what we consumed
-                self._channels[ch.id] = ch
-                received, consumed = ch.recv.resync()
-                offsets.append((ch.id, received, consumed))
+        carried, offsets = resume.carry_over(old._channels.values())
+        self._channels.update((ch.id, ch) for ch in carried)
         self.resuming = True
         self._send(fr.Resume(old.session_token, offsets))
 
@@ -200,20 +155,7 @@ class Connection:
         ch = self._open_channel(channel)
         ch.send.consume(len(data))
         ch.replay.append(data)
-        self._queue_data(channel, data)
-
-    def _queue_data(self, channel: int, data: bytes | memoryview) -> None:
-        size = len(data)
-        out = self._out
-        if size <= MAX_DATA_CHUNK:
-            out.append(fr.data_frame_header(channel, size))
-            out.append(bytes(data))
-            return
-        view = memoryview(data)
-        for start in range(0, size, MAX_DATA_CHUNK):
-            chunk = view[start : start + MAX_DATA_CHUNK]
-            out.append(fr.data_frame_header(channel, len(chunk)))
-            out.append(bytes(chunk))
+        encode_data(self._out, channel, data)
 
     def unacknowledged(self, channel: int) -> int:
         """Bytes we sent on ``channel`` that the peer has not confirmed (what a lost session loses)."""
@@ -270,11 +212,8 @@ class Connection:
 
     def close_channel(self, channel: int, code: ErrorCode | int = ErrorCode.NORMAL, message: str = "") -> None:
         ch = self._channels.get(channel)
-        if ch is None or ch.state is ChannelState.CLOSING:
+        if ch is None or not ch.apply(ChannelInput.CLOSE):
             return
-        if ch.state is ChannelState.PENDING:
-            raise LocalProtocolError("answer a pending OPEN with reject_channel, not close")
-        ch.state = ChannelState.CLOSING
         ch.close_code, ch.close_message = code, message[:MAX_MESSAGE]
         self._send(fr.Close(channel, code, ch.close_message))
 
@@ -300,7 +239,7 @@ class Connection:
             raise LocalProtocolError(f"port name longer than {MAX_PORT_NAME} characters")
         self._last_channel_id += 1
         cid = self._last_channel_id
-        self._channels[cid] = _Channel(cid, port, ChannelState.OPENING, self.window)
+        self._channels[cid] = Channel(cid, port, ChannelState.OPENING, self.window)
         self._send(fr.Open(cid, port, settings, control or ControlRequest(), self.window))
         return cid
 
@@ -319,7 +258,7 @@ class Connection:
         ch = self._open_channel(channel)
         self._send_operation(ch, fr.PurgeRequest(channel, which, ch.ops_sent, ch.send.sent))
 
-    def _send_operation(self, ch: _Channel, frame: _Operation) -> None:
+    def _send_operation(self, ch: Channel, frame: Operation) -> None:
         """A line operation takes its place in the channel's byte stream: it applies after the bytes
         sent before it. It is kept, like those bytes, until the peer has surely received it."""
         ch.ops_sent += 1
@@ -332,17 +271,18 @@ class Connection:
 
     def accept_channel(self, channel: int, settings: PortSettings, info: dict[str, Any] | None = None) -> bool:
         """Answer a pending OPEN. False if the client gave up on it meanwhile."""
-        ch = self._pending(channel)
+        ch = self._channels.get(channel)
         if ch is None:
             return False
-        ch.state = ChannelState.OPEN
+        ch.apply(ChannelInput.ACCEPT)
         self._send(fr.OpenOk(channel, settings, self.window, info or {}))
         return True
 
     def reject_channel(self, channel: int, code: ErrorCode | int, message: str) -> bool:
-        ch = self._pending(channel)
+        ch = self._channels.get(channel)
         if ch is None:
             return False
+        ch.apply(ChannelInput.REJECT)
         del self._channels[channel]
         self._send(fr.OpenFail(channel, code, message[:MAX_MESSAGE]))
         return True
@@ -382,73 +322,17 @@ class Connection:
         Returns the ids of old channels the client no longer has: the driver closes their ports.
         """
         self._require(Role.HUB, "accept a resumption")
-        offsets = {cid: (received, consumed) for cid, received, consumed in peer}
         self.session_token = old.session_token
-        self._last_channel_id = max(old._last_channel_id, max(offsets, default=0))
-        kept: list[tuple[int, int, int]] = []
-        dropped: list[int] = []
-        resend: list[_Channel] = []
-        for ch in old._channels.values():  # all claims checked before anything changes
-            if ch.state is ChannelState.OPEN and ch.id in offsets:
-                self._check_resync(ch, *offsets[ch.id])
-        for ch in old._channels.values():
-            if ch.state is not ChannelState.OPEN or ch.id not in offsets:
-                dropped.append(ch.id)
-                continue
-            received, consumed = offsets[ch.id]
-            self._resync(ch, received, consumed)
-            self._channels[ch.id] = ch
-            kept.append((ch.id, *ch.recv.resync()))
-            resend.append(ch)
+        self._last_channel_id = max(old._last_channel_id, max((cid for cid, _, _ in peer), default=0))
+        kept, dropped = resume.accept(old._channels.values(), peer, self._out)
+        self._channels.update((ch.id, ch) for ch in kept)
         old._channels.clear()
         old.closed = True
-        self._send(fr.Resumed(kept))
-        for ch in resend:
-            self._resend(ch)
-            self._announce_size(ch)
         return dropped
-
-    def _announce_size(self, ch: _Channel) -> None:
-        """After a resumption: a resized window again, in case the resize was lost with the connection."""
-        if ch.recv.resized:
-            self._send(fr.WindowUpdate(ch.id, 0, ch.recv.size))
 
     def refuse_resume(self, code: ErrorCode | int, message: str) -> None:
         self._require(Role.HUB, "refuse a resumption")
         self._send(fr.ResumeFail(code, message[:MAX_MESSAGE]))
-
-    def _resend(self, ch: _Channel) -> None:
-        """After a resumption: our bytes from the peer's received offset, each kept line operation
-        in its place among them (the peer skips one it already had, by its sequence number)."""
-        data = ch.replay.unacknowledged(ch.replay.start)
-        position = ch.replay.start
-        for operation in ch.operations:
-            cut = operation.offset - position
-            if cut > 0:
-                self._queue_data(ch.id, data[:cut])
-                data, position = data[cut:], operation.offset
-            self._send(operation)
-        if len(data):
-            self._queue_data(ch.id, data)
-
-    def _check_resync(self, ch: _Channel, received: int, consumed: int) -> None:
-        if received > ch.send.sent:
-            raise RemoteProtocolError(f"channel {ch.id}: peer claims {received} bytes, we sent {ch.send.sent}")
-        if received < ch.replay.start:
-            raise RemoteProtocolError(f"channel {ch.id}: cannot resume from {received}, we hold {ch.replay.start}")
-        if not ch.send.acked <= consumed <= received:
-            raise RemoteProtocolError(
-                f"channel {ch.id}: peer claims to have consumed {consumed} (acknowledged {ch.send.acked}, "
-                f"received {received})",
-                ErrorCode.FLOW_CONTROL_ERROR,
-            )
-
-    def _resync(self, ch: _Channel, received: int, consumed: int) -> None:
-        """The peer holds our bytes up to ``received`` and consumed up to ``consumed``."""
-        self._check_resync(ch, received, consumed)
-        ch.send.resync(consumed)
-        ch.replay.trim(received)
-        _trim_operations(ch, received)
 
     def announce_ports(self, ports: list[dict[str, Any]]) -> None:
         self._require(Role.HUB, "announce ports")
@@ -533,7 +417,7 @@ class Connection:
         if frame.increment or frame.size is None:
             ch.send.grow(frame.increment)
         ch.replay.trim(ch.send.acked)
-        _trim_operations(ch, ch.send.acked)
+        resume.trim_operations(ch, ch.send.acked)
         return ev.WindowOpened(frame.channel, ch.send.available)
 
     def _on_open(self, frame: fr.Open) -> ev.Event | None:
@@ -549,27 +433,24 @@ class Connection:
                 )
             )
             return None
-        ch = _Channel(frame.channel, frame.port, ChannelState.PENDING, self.window)
+        ch = Channel(frame.channel, frame.port, ChannelState.PENDING, self.window)
         ch.send = SendWindow(frame.window)
         self._channels[frame.channel] = ch
         return ev.ChannelOpenRequested(frame.channel, frame.port, frame.settings, frame.control)
 
     def _on_open_ok(self, frame: fr.OpenOk) -> ev.Event | None:
         ch = self._known(frame.channel, frame)
-        if ch.state is ChannelState.CLOSING:
+        if not ch.apply(ChannelInput.OPEN_OK):
             return None
-        if ch.state is not ChannelState.OPENING:
-            raise RemoteProtocolError(f"OPEN_OK for channel {frame.channel} in state {ch.state.value}")
-        ch.state = ChannelState.OPEN
         ch.send = SendWindow(frame.window)
         return ev.ChannelOpened(frame.channel, frame.settings, frame.info)
 
     def _on_open_fail(self, frame: fr.OpenFail) -> ev.Event | None:
         ch = self._known(frame.channel, frame)
-        if ch.state not in (ChannelState.OPENING, ChannelState.CLOSING):
-            raise RemoteProtocolError(f"OPEN_FAIL for channel {frame.channel} in state {ch.state.value}")
+        closing = ch.state is ChannelState.CLOSING
+        ch.apply(ChannelInput.OPEN_FAIL)
         del self._channels[frame.channel]
-        if ch.state is ChannelState.CLOSING:
+        if closing:
             return ev.ChannelClosed(frame.channel, ch.close_code, ch.close_message, by_peer=False)
         return ev.ChannelOpenFailed(frame.channel, frame.code, frame.message)
 
@@ -577,10 +458,10 @@ class Connection:
         if self.role is Role.HUB and frame.channel not in self._channels and 0 < frame.channel <= self._last_channel_id:
             return None  # the client gave up on an OPEN we had refused: its CLOSE crossed our OPEN_FAIL
         ch = self._known(frame.channel, frame)
-        if ch.state is ChannelState.OPENING:
-            raise RemoteProtocolError(f"CLOSE for channel {frame.channel} before OPEN_OK")
+        closing = ch.state is ChannelState.CLOSING
+        ch.apply(ChannelInput.PEER_CLOSE)
         del self._channels[frame.channel]
-        if ch.state is ChannelState.CLOSING:
+        if closing:
             return ev.ChannelClosed(frame.channel, ch.close_code, ch.close_message, by_peer=False)
         self._send(fr.Close(frame.channel, ErrorCode.NORMAL, ""))
         return ev.ChannelClosed(frame.channel, frame.code, frame.message, by_peer=True)
@@ -589,7 +470,7 @@ class Connection:
         ch = self._live(frame)
         if ch is None:
             return None
-        if isinstance(frame, _Operation) and not self._in_place(ch, frame):
+        if isinstance(frame, Operation) and not self._in_place(ch, frame):
             return None
         match frame:
             case fr.SetSettings(channel, settings, _, _):
@@ -608,7 +489,7 @@ class Connection:
                 return ev.ChannelErrorReceived(channel, code, message)
         raise AssertionError(frame)  # pragma: no cover
 
-    def _in_place(self, ch: _Channel, frame: _Operation) -> bool:
+    def _in_place(self, ch: Channel, frame: Operation) -> bool:
         """True for the next operation, where the byte stream has got to; False for a replayed one we have."""
         if frame.seq < ch.ops_received:
             if frame.offset > ch.recv.received_total:
@@ -652,25 +533,7 @@ class Connection:
         if not self.resuming:
             raise RemoteProtocolError("RESUMED without a RESUME")
         self.resuming = False
-        kept = []
-        for cid, received, consumed in frame.channels:
-            ch = self._channels.get(cid)
-            if ch is None or ch.state is not ChannelState.RESUMING or cid in kept:
-                raise RemoteProtocolError(f"RESUMED names channel {cid}, which we did not resume")
-            self._check_resync(ch, received, consumed)
-            kept.append(cid)
-        kept.clear()
-        for cid, received, consumed in frame.channels:
-            ch = self._channels[cid]
-            self._resync(ch, received, consumed)
-            ch.state = ChannelState.OPEN
-            kept.append(cid)
-            self._resend(ch)
-            if ch.held_credit:
-                self._send(fr.WindowUpdate(cid, ch.held_credit))
-                ch.held_credit = 0
-            self._announce_size(ch)
-        lost = self._drop_resuming()
+        kept, lost = resume.resumed(self._channels, frame.channels, self._out)
         return ev.SessionResumed(kept, lost)
 
     def _on_resume_fail(self, frame: fr.ResumeFail) -> ev.Event | None:
@@ -678,13 +541,7 @@ class Connection:
             raise RemoteProtocolError("RESUME_FAIL without a RESUME")
         self.resuming = False
         self.session_token = self.peer_info.get("session") if self.peer_info else None
-        return ev.ResumeRefused(frame.code, frame.message, self._drop_resuming())
-
-    def _drop_resuming(self) -> dict[int, int]:
-        lost = {cid: len(ch.replay) for cid, ch in self._channels.items() if ch.state is ChannelState.RESUMING}
-        for cid in lost:
-            del self._channels[cid]
-        return lost
+        return ev.ResumeRefused(frame.code, frame.message, resume.drop_unresumed(self._channels))
 
     def _on_flow(self, frame: fr.Flow) -> ev.Event | None:
         if self._live(frame) is None:
@@ -702,42 +559,23 @@ class Connection:
         if self.role is not role:
             raise LocalProtocolError(f"only the {role.value} may {what}")
 
-    def _open_channel(self, channel: int) -> _Channel:
-        ch = self._channels.get(channel)
-        if ch is None or ch.state is not ChannelState.OPEN:
-            state = ch.state.value if ch else "unknown"
-            raise LocalProtocolError(f"channel {channel} is {state}, not open")
-        return ch
-
-    def _pending(self, channel: int) -> _Channel | None:
+    def _open_channel(self, channel: int) -> Channel:
         ch = self._channels.get(channel)
         if ch is None:
-            return None
-        if ch.state is not ChannelState.PENDING:
-            raise LocalProtocolError(f"channel {channel} is {ch.state.value}, not pending")
+            raise LocalProtocolError(f"channel {channel} is unknown, not open")
+        ch.apply(ChannelInput.SEND)
         return ch
 
-    def _known(self, channel: int, frame: fr.Frame) -> _Channel:
+    def _known(self, channel: int, frame: fr.Frame) -> Channel:
         ch = self._channels.get(channel)
         if ch is None:
             raise RemoteProtocolError(f"{frame.TYPE.name} for unknown channel {channel}")
         return ch
 
-    def _live(self, frame: Any) -> _Channel | None:
+    def _live(self, frame: Any) -> Channel | None:
         """The channel a frame is for, or None if we are closing it (the frame crossed our CLOSE)."""
         ch = self._known(frame.channel, frame)
-        if ch.state is ChannelState.CLOSING:
-            return None
-        if ch.state is not ChannelState.OPEN:
-            raise RemoteProtocolError(f"{frame.TYPE.name} for channel {frame.channel} in state {ch.state.value}")
-        return ch
-
-
-def _trim_operations(ch: _Channel, offset: int) -> None:
-    """The peer holds every byte before ``offset``, so every operation placed before one of them."""
-    operations = ch.operations
-    while operations and operations[0].offset < offset:
-        operations.popleft()
+        return ch if ch.apply(ChannelInput.FRAME, frame.TYPE.name) else None
 
 
 def _merge(out: list[ev.Event], parts: list[bytes]) -> None:

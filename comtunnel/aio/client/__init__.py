@@ -1,5 +1,6 @@
 """The client's asyncio shell: ``session`` (dialling or listening for the hub, resumption, what
-the hub reports) and ``channel`` (one local port and its place in the tunnel)."""
+the hub reports), ``channel`` (one local port and its place in the tunnel) and ``ports`` (the
+local ports the client creates)."""
 
 from comtunnel.aio.client.channel import ClientChannel, LinkState
 from comtunnel.aio.client.session import Client, fetch_ports

@@ -15,19 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from comtunnel.aio.client.channel import ClientChannel, LinkState
+from comtunnel.aio.client.ports import LocalPorts
 from comtunnel.aio.refuse import Refusals
 from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tls_layer import TlsLayer
 from comtunnel.aio.tunnel import Tunnel
 from comtunnel.errors import CertificateError, PeerError, PortError, UsageError
 from comtunnel.policy.backoff import Backoff
-from comtunnel.ports.base import SerialPort
-from comtunnel.ports.open import make_server_port
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.errors import ErrorCode
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.mux import Connection, Role
-from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings
+from comtunnel.protocol.settings import ModemLines
 from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec
 from comtunnel.tls import describe_tls_error
 
@@ -70,7 +69,8 @@ class Client:
         self.attach_specs = list(attach or [])
         self.serve_specs = list(serve or [])
         self.link_dir = link_dir
-        self.channels: dict[str, ClientChannel] = {}
+        self.local = LocalPorts(replay_bound=replay_bound, on_port_lost=self.local_port_failed)
+        self.channels = self.local.channels
         self.tunnel: Tunnel | None = None
         self.hub_ports: list[dict[str, Any]] = []
         self.connected = asyncio.Event()
@@ -89,9 +89,9 @@ class Client:
     async def run(self) -> None:
         """Connect, serve, reconnect; returns on stop(), raises on a fatal error."""
         try:
-            await self._create_links(self.link_specs)
-            await self._create_attached()
-            await self._create_servers()
+            await self.local.create_links(self.link_specs)
+            await self.local.create_attached(self.attach_specs)
+            await self.local.create_servers(self.serve_specs)
             if self.listen is not None:
                 await self._listen_for_hub(*self.listen)
                 return
@@ -246,14 +246,7 @@ class Client:
     async def _prepare_channels(self) -> None:
         names = {p["name"] for p in self.hub_ports}
         if not self.channels:  # every port this client may use, under --link-dir
-            names = {p["name"] for p in self.hub_ports if p.get("access") != "none"}
-            directory = self.link_dir or Path("comtunnel-ports")
-            specs = []
-            for name in sorted(names):
-                link = name if name not in self.taken_links else f"{self.label}-{name}"  # another hub has it
-                self.taken_links.add(link)
-                specs.append(LinkSpec(name, directory / link, PortSettings()))
-            await self._create_links(specs)
+            await self.local.create_auto_links(self.hub_ports, self.link_dir, self.label, self.taken_links)
         missing = [name for name in self.channels if name not in names]
         if missing:
             raise self._fail_now(
@@ -265,48 +258,6 @@ class Client:
     def _fail_now(self, exc: BaseException) -> BaseException:
         self._fatal = exc
         return exc
-
-    async def _create_links(self, specs: list[LinkSpec]) -> None:
-        from comtunnel.ports.pty import PtyPort
-
-        for spec in specs:
-            self._check_new(spec.port)
-            pty = PtyPort(spec.path, spec.settings)
-            channel = self._channel(spec.port, pty, spec.settings, virtual=True)
-            await pty.open(channel)
-            pty.pause_reading()
-            self.channels[spec.port] = channel
-            log.info("%s: virtual port %s -> %s", spec.port, spec.path, pty.slave_path)
-
-    async def _create_attached(self) -> None:
-        from comtunnel.ports.device import DevicePort
-
-        for spec in self.attach_specs:
-            self._check_new(spec.port)
-            device = DevicePort(spec.device, spec.settings, ControlRequest(dtr=True, rts=True))
-            channel = self._channel(spec.port, device, spec.settings, virtual=False)
-            await device.open(channel)
-            device.pause_reading()
-            self.channels[spec.port] = channel
-            log.info("%s: attached to local port %s", spec.port, spec.device)
-
-    async def _create_servers(self) -> None:
-        for spec in self.serve_specs:
-            self._check_new(spec.port)
-            server = make_server_port(spec)
-            channel = self._channel(spec.port, server, PortSettings(), virtual=True)
-            await server.open(channel)
-            server.pause_reading()
-            self.channels[spec.port] = channel
-
-    def _channel(self, name: str, port: SerialPort, settings: PortSettings, virtual: bool) -> ClientChannel:
-        return ClientChannel(
-            name, port, settings, virtual, replay_bound=self.replay_bound, on_port_lost=self.local_port_failed
-        )
-
-    def _check_new(self, name: str) -> None:
-        if name in self.channels:
-            raise UsageError(f"port {name!r} is given twice")
 
     def _open(self, channel: ClientChannel) -> None:
         tunnel = self.tunnel
@@ -330,9 +281,7 @@ class Client:
 
     async def _close_ports(self) -> None:
         self._tasks.cancel()
-        for channel in self.channels.values():
-            channel.detach()
-            await channel.port.close()
+        await self.local.close()
 
     # --- TunnelHandler -------------------------------------------------------------------------
 

@@ -1,0 +1,84 @@
+"""The client's local ports: virtual ports (PTYs behind symlinks), attached devices and TCP/RFC 2217
+servers, each made once and wrapped in a :class:`ClientChannel` that outlives connections.
+
+Kept apart from the session so that what the client creates on this machine (and later removes)
+is decided in one place, whatever the hub says.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from comtunnel.aio.client.channel import ClientChannel
+from comtunnel.errors import UsageError
+from comtunnel.ports.base import SerialPort
+from comtunnel.ports.open import make_server_port
+from comtunnel.protocol.settings import ControlRequest, PortSettings
+from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LINK_DIR = Path("comtunnel-ports")
+
+
+class LocalPorts:
+    def __init__(self, *, replay_bound: int, on_port_lost: Callable[[ClientChannel], None]) -> None:
+        self.channels: dict[str, ClientChannel] = {}  # by the hub's port name
+        self._replay_bound = replay_bound
+        self._on_port_lost = on_port_lost
+
+    async def create_links(self, specs: list[LinkSpec]) -> None:
+        from comtunnel.ports.pty import PtyPort
+
+        for spec in specs:
+            self._check_new(spec.port)
+            pty = PtyPort(spec.path, spec.settings)
+            await self._add(spec.port, pty, spec.settings, virtual=True)
+            log.info("%s: virtual port %s -> %s", spec.port, spec.path, pty.slave_path)
+
+    async def create_attached(self, specs: list[AttachSpec]) -> None:
+        from comtunnel.ports.device import DevicePort
+
+        for spec in specs:
+            self._check_new(spec.port)
+            device = DevicePort(spec.device, spec.settings, ControlRequest(dtr=True, rts=True))
+            await self._add(spec.port, device, spec.settings, virtual=False)
+            log.info("%s: attached to local port %s", spec.port, spec.device)
+
+    async def create_servers(self, specs: list[ServeSpec]) -> None:
+        for spec in specs:
+            self._check_new(spec.port)
+            await self._add(spec.port, make_server_port(spec), PortSettings(), virtual=True)
+
+    async def create_auto_links(
+        self, hub_ports: list[dict[str, Any]], link_dir: Path | None, label: str, taken: set[str]
+    ) -> None:
+        """A virtual port for every port of the hub this client may use, under ``link_dir``; a link
+        name another hub of this client took already gets the hub's label as a prefix."""
+        directory = link_dir or DEFAULT_LINK_DIR
+        specs = []
+        for name in sorted({p["name"] for p in hub_ports if p.get("access") != "none"}):
+            link = name if name not in taken else f"{label}-{name}"
+            taken.add(link)
+            specs.append(LinkSpec(name, directory / link, PortSettings()))
+        await self.create_links(specs)
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            channel.detach()
+            await channel.port.close()
+
+    async def _add(self, name: str, port: SerialPort, settings: PortSettings, *, virtual: bool) -> None:
+        channel = ClientChannel(
+            name, port, settings, virtual, replay_bound=self._replay_bound, on_port_lost=self._on_port_lost
+        )
+        await port.open(channel)
+        port.pause_reading()  # until the channel is open
+        self.channels[name] = channel
+
+    def _check_new(self, name: str) -> None:
+        if name in self.channels:
+            raise UsageError(f"port {name!r} is given twice")
