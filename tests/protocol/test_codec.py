@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comtunnel.protocol import frames as fr
-from comtunnel.protocol.codec import HEADER_SIZE, FrameDecoder, encode_frame
+from comtunnel.protocol.codec import HEADER_SIZE, FrameDecoder, encode_body, encode_frame
 from comtunnel.protocol.errors import ErrorCode, RemoteProtocolError
 from comtunnel.protocol.limits import DEFAULT_MAX_FRAME
 from comtunnel.protocol.settings import ControlRequest, ModemLines, PortSettings
@@ -51,7 +51,7 @@ def feed_in_pieces(decoder: FrameDecoder, stream: bytes, cuts: list[int]) -> lis
 
 def test_encode_frame_is_length_prefix_and_body() -> None:
     frame = fr.Data(7, b"hello")
-    body = fr.encode_body(frame)
+    body = encode_body(frame)
     assert encode_frame(frame) == len(body).to_bytes(4, "big") + body
     assert body == msgpack.packb([5, 7, b"hello"], use_bin_type=True)
 
@@ -128,7 +128,7 @@ def test_huge_length_after_valid_frames_is_rejected_without_waiting() -> None:
 
 def test_a_frame_of_exactly_the_limit_is_accepted() -> None:
     frame = fr.Data(1, b"q" * 1000)
-    limit = len(fr.encode_body(frame))
+    limit = len(encode_body(frame))
     assert FrameDecoder(max_frame=limit).feed(encode_frame(frame)) == [frame]
     with pytest.raises(RemoteProtocolError):
         FrameDecoder(max_frame=limit - 1).feed(encode_frame(frame))
@@ -166,7 +166,7 @@ def test_malformed_frame_inside_a_valid_length(body: bytes) -> None:
 
 
 def test_a_short_length_splits_a_frame_and_the_rest_is_garbage() -> None:
-    body = fr.encode_body(fr.Ping(5))
+    body = encode_body(fr.Ping(5))
     with pytest.raises(RemoteProtocolError):
         FrameDecoder().feed((len(body) - 1).to_bytes(4, "big") + body)
 

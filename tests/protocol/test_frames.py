@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comtunnel.protocol import frames as fr
-from comtunnel.protocol.codec import encode_frame
+from comtunnel.protocol.codec import data_frame_header, decode_body, encode_body, encode_frame
 from comtunnel.protocol.errors import ErrorCode, RemoteProtocolError
 from comtunnel.protocol.limits import MAX_MESSAGE, MAX_PORT_NAME, MAX_WINDOW
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, Parity, PortSettings, Purge, StopBits
@@ -122,7 +122,7 @@ SAMPLES: list[fr.Frame] = [
 
 
 def wire_fields(frame: fr.Frame) -> list[Any]:
-    fields: list[Any] = msgpack.unpackb(fr.encode_body(frame), raw=False)
+    fields: list[Any] = msgpack.unpackb(encode_body(frame), raw=False)
     return fields
 
 
@@ -142,12 +142,12 @@ def test_every_frame_type_has_a_strategy_and_a_sample() -> None:
 def test_round_trip(ftype: fr.FrameType, data: st.DataObject) -> None:
     frame = data.draw(STRATEGIES[ftype])
     assert frame.TYPE is ftype
-    body = fr.encode_body(frame)
-    decoded = fr.decode_body(body)
+    body = encode_body(frame)
+    decoded = decode_body(body)
     assert decoded == frame
     assert type(decoded) is type(frame)
-    assert fr.decode_body(memoryview(body)) == frame  # the decoder is handed memoryview slices
-    assert fr.encode_body(decoded) == body  # a canonical encoding: re-encoding changes nothing
+    assert decode_body(memoryview(body)) == frame  # the decoder is handed memoryview slices
+    assert encode_body(decoded) == body  # a canonical encoding: re-encoding changes nothing
 
 
 def test_bodies_start_with_the_type_code() -> None:
@@ -174,33 +174,33 @@ def test_field_order_matches_the_wire_document() -> None:
 
 
 def test_unknown_error_codes_survive_as_ints() -> None:
-    frame = fr.decode_body(pack([4, 1, 999, "from the future"]))
+    frame = decode_body(pack([4, 1, 999, "from the future"]))
     assert frame == fr.Close(1, 999, "from the future")
-    assert fr.decode_body(pack([4, 1, 11, ""])) == fr.Close(1, ErrorCode.PORT_BUSY, "")
+    assert decode_body(pack([4, 1, 11, ""])) == fr.Close(1, ErrorCode.PORT_BUSY, "")
 
 
 def test_nil_in_a_control_request_means_unchanged() -> None:
     wire = pack([9, 1, {"dtr": None, "rts": True}, 3, 700])
-    assert fr.decode_body(wire) == fr.SetControl(1, ControlRequest(rts=True), seq=3, offset=700)
+    assert decode_body(wire) == fr.SetControl(1, ControlRequest(rts=True), seq=3, offset=700)
 
 
 def test_modem_low_bits_are_ignored() -> None:
-    assert fr.decode_body(pack([11, 1, 0x10 | 0x01])) == fr.Modem(1, ModemLines.CTS)
-    assert fr.decode_body(pack([11, 1, 0xFF])) == fr.Modem(1, ModemLines(0xF0))
+    assert decode_body(pack([11, 1, 0x10 | 0x01])) == fr.Modem(1, ModemLines.CTS)
+    assert decode_body(pack([11, 1, 0xFF])) == fr.Modem(1, ModemLines(0xF0))
 
 
 @given(st.integers(0, U32), st.integers(0, 200_000))
 @settings(max_examples=200)
 def test_data_frame_header_is_the_msgpack_encoding(channel: int, size: int) -> None:
     payload = bytes(size)
-    assert fr.data_frame_header(channel, size) + payload == encode_frame(fr.Data(channel, payload))
+    assert data_frame_header(channel, size) + payload == encode_frame(fr.Data(channel, payload))
 
 
 @pytest.mark.parametrize("size", [0, 1, 0xFF, 0x100, 0xFFFF, 0x10000, 0x10001])
 @pytest.mark.parametrize("channel", [0, 1, 127, 128, 255, 256, 0xFFFF, 0x10000, U32])
 def test_data_frame_header_at_the_msgpack_size_boundaries(channel: int, size: int) -> None:
     payload = b"\xa5" * size
-    assert fr.data_frame_header(channel, size) + payload == encode_frame(fr.Data(channel, payload))
+    assert data_frame_header(channel, size) + payload == encode_frame(fr.Data(channel, payload))
 
 
 # --- malformed bodies ------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def test_data_frame_header_at_the_msgpack_size_boundaries(channel: int, size: in
 
 def rejects(body: bytes) -> RemoteProtocolError:
     with pytest.raises(RemoteProtocolError) as info:
-        fr.decode_body(body)
+        decode_body(body)
     assert str(info.value)  # always a message a user can read
     assert info.value.code == ErrorCode.PROTOCOL_ERROR
     return info.value
@@ -345,7 +345,7 @@ def test_undecodable_msgpack(raw: bytes) -> None:
 @given(frame_st, st.data())
 @settings(max_examples=200, deadline=None)
 def test_mutated_bodies_decode_or_raise_only_remote_protocol_error(frame: fr.Frame, data: st.DataObject) -> None:
-    body = bytearray(fr.encode_body(frame))
+    body = bytearray(encode_body(frame))
     for _ in range(data.draw(st.integers(1, 4))):
         action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
         position = data.draw(st.integers(0, max(len(body) - 1, 0)))
@@ -356,15 +356,15 @@ def test_mutated_bodies_decode_or_raise_only_remote_protocol_error(frame: fr.Fra
         else:
             body[position:position] = data.draw(st.binary(min_size=1, max_size=4))
     try:
-        decoded = fr.decode_body(bytes(body))
+        decoded = decode_body(bytes(body))
     except RemoteProtocolError:
         return
     assert isinstance(decoded, fr.Frame)
-    assert fr.decode_body(fr.encode_body(decoded)) == decoded  # whatever was accepted is well-formed
+    assert decode_body(encode_body(decoded)) == decoded  # whatever was accepted is well-formed
 
 
 @given(st.binary(max_size=500))
 @settings(max_examples=300)
 def test_random_bodies_raise_only_remote_protocol_error(body: bytes) -> None:
     with contextlib.suppress(RemoteProtocolError):
-        fr.decode_body(body)
+        decode_body(body)
