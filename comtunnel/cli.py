@@ -18,6 +18,7 @@ from typing import Any
 
 from comtunnel import __version__
 from comtunnel.errors import ComtunnelError, UsageError
+from comtunnel.specs import shown_name
 
 log = logging.getLogger("comtunnel")
 
@@ -94,13 +95,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     ports = run(fetch_ports(host, port, context, args.hub_name))
     rows = [("PORT", "DEVICE", "STATE", "HELD BY", "SETTINGS")]
     rows += [
-        (p["name"], str(p.get("device", "")), str(p.get("state", "")), p.get("holder") or "-", p.get("settings") or "-")
+        (
+            shown_name(p["name"]),
+            _cell(p.get("device", "")),
+            _cell(p.get("state", "")),
+            _cell(p.get("holder") or "-"),
+            _cell(p.get("settings") or "-"),
+        )
         for p in ports
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _cell(value: object) -> str:
+    """What the hub said, as a table cell: no control characters, no terminal escapes."""
+    text = value if isinstance(value, str) else str(value)
+    return (text if text.isprintable() else repr(text))[:80]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -4,9 +4,40 @@ asyncio shell, so none of them converts another's types."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
+from comtunnel.errors import UsageError
 from comtunnel.protocol.settings import PortSettings
+
+MAX_NAME = 200  # a file name; --port auto makes names up to this long from by-id links
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def port_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a port, or None. A port name becomes a file name on the client
+    (its link under --link-dir), so it is one path component from a small ASCII set, never '.',
+    '..' or hidden, whoever sent it."""
+    if not isinstance(name, str) or not name:
+        return "a port name must be a non-empty string"
+    if len(name) > MAX_NAME:
+        return f"port name {name[:MAX_NAME]!r}... is longer than {MAX_NAME} characters"
+    if not _NAME.fullmatch(name):
+        return f"port name {name!r} may use only ASCII letters, digits, '-', '_' and '.', and not start with '.' or '-'"
+    return None
+
+
+def shown_name(name: object) -> str:
+    """A port name as it may appear in a log line or a table: a peer's unsafe name is quoted and
+    cut short, so it cannot forge lines or send terminal escapes."""
+    return name if isinstance(name, str) and port_name_problem(name) is None else repr(name)[:80]
+
+
+def check_port_name(name: str) -> str:
+    problem = port_name_problem(name)
+    if problem is not None:
+        raise UsageError(problem)
+    return name
 
 
 @dataclasses.dataclass(frozen=True)

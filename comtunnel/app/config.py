@@ -18,7 +18,7 @@ from comtunnel.ports.network import check_listen_address
 from comtunnel.ports.open import PortSpec
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.settings import PortSettings, SettingsError, parse_line_settings
-from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec
+from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec, check_port_name
 
 HostPort = tuple[str, int]
 
@@ -103,8 +103,7 @@ def parse_assignment(text: str, what: str) -> tuple[str, str, PortSettings | Non
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
         raise UsageError(f"expected NAME={what}, got {text!r}")
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise UsageError(f"port name {name!r} may use only letters, digits, '-', '_' and '.'")
+    check_port_name(name)
     value, _, settings = rest.partition(",")
     try:
         return name, value, parse_line_settings(settings) if settings else None
@@ -145,6 +144,7 @@ def parse_serve(options: Mapping[str, Any], labels: list[str] | None = None) -> 
             name, _, address = item.partition("=")
             if not name or not address:
                 raise UsageError(f"expected --{protocol} PORT=HOST:TCPPORT, got {item!r}")
+            check_port_name(name)
             host, tcp_port = parse_hostport(address, default_host="127.0.0.1")
             check_listen_address(host, bool(options.get("allow_remote")), f"--{protocol} {name}")
             specs.append((label, ServeSpec(name, host, tcp_port, protocol)))

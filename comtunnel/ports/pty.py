@@ -28,7 +28,7 @@ import termios
 from pathlib import Path
 
 from comtunnel.errors import PortGone, UsageError
-from comtunnel.ports import inotify, termios2
+from comtunnel.ports import inotify, links, termios2
 from comtunnel.ports.base import PortListener, SerialPort
 from comtunnel.ports.fdio import FdWriter
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge, StopBits
@@ -67,8 +67,8 @@ class PtyPort(SerialPort):
 
     async def open(self, listener: PortListener) -> None:
         self._loop = asyncio.get_running_loop()
-        if self.link is not None and (self.link.exists() or self.link.is_symlink()) and not self.link.is_symlink():
-            raise UsageError(f"{self.link} exists and is not a symlink; refusing to replace it")
+        if self.link is not None:
+            links.check_free(self.link)  # before any PTY exists; make_link checks again
         self._master, self._slave = os.openpty()
         self.slave_path = os.ttyname(self._slave)
         t = termios2.get(self._slave)
@@ -87,17 +87,13 @@ class PtyPort(SerialPort):
         self._loop.add_reader(self._master, self._on_readable)
         self._loop.add_reader(self._watch.fd, self._on_inotify)
         if self.link is not None:
-            self._make_link(self.link)
-
-    def _make_link(self, link: Path) -> None:
-        try:
-            link.parent.mkdir(parents=True, exist_ok=True)
-            tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-            tmp.unlink(missing_ok=True)
-            os.symlink(self.slave_path, tmp)
-            os.replace(tmp, link)
-        except OSError as exc:
-            raise UsageError(f"cannot create the link {link}: {exc.strerror}") from None
+            try:
+                links.make_link(self.link, self.slave_path)
+            except UsageError:
+                link, self.link = self.link, None  # not ours: close() must leave it alone
+                await self.close()
+                self.link = link
+                raise
 
     async def close(self) -> None:
         if self._closed:
@@ -116,10 +112,8 @@ class PtyPort(SerialPort):
                 self._writer.clear()
         if self._watch is not None:
             self._watch.close()
-        if self.link is not None:
-            with contextlib.suppress(OSError):
-                if os.readlink(self.link) == self.slave_path:
-                    self.link.unlink()
+        if self.link is not None and self.slave_path:
+            links.remove_link(self.link, self.slave_path)
         for fd in (self._master, self._slave):
             if fd >= 0:
                 with contextlib.suppress(OSError):

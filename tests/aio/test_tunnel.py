@@ -221,6 +221,6 @@ def test_without_links_every_hub_port_gets_one_in_link_dir(certs: Path, tmp_path
             finally:
                 client.stop()
                 await asyncio.wait_for(task, 10)
-        assert list((tmp_path / "ports").iterdir()) == []
+        assert not (tmp_path / "ports").exists()  # the links, and the directory the client made for them
 
     asyncio.run(main())

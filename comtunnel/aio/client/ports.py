@@ -8,6 +8,7 @@ is decided in one place, whatever the hub says.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ from comtunnel.errors import UsageError
 from comtunnel.ports.base import SerialPort
 from comtunnel.ports.open import make_server_port
 from comtunnel.protocol.settings import ControlRequest, PortSettings
-from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec
+from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec, port_name_problem
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LINK_DIR = Path("comtunnel-ports")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")  # in a hub's label (HOST:PORT), when it prefixes a link name
 
 
 class LocalPorts:
@@ -61,7 +63,11 @@ class LocalPorts:
         directory = link_dir or DEFAULT_LINK_DIR
         specs = []
         for name in sorted({p["name"] for p in hub_ports if p.get("access") != "none"}):
-            link = name if name not in taken else f"{label}-{name}"
+            problem = port_name_problem(name)
+            if problem is not None:  # a hostile or broken hub: its name never becomes a path
+                log.warning("hub %s: not linking a port: %s", label, problem)
+                continue
+            link = name if name not in taken else f"{_UNSAFE.sub('_', label)}-{name}"
             taken.add(link)
             specs.append(LinkSpec(name, directory / link, PortSettings()))
         await self.create_links(specs)

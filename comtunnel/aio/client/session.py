@@ -27,7 +27,7 @@ from comtunnel.protocol.errors import ErrorCode
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ModemLines
-from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec
+from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec, shown_name
 from comtunnel.tls import describe_tls_error
 
 log = logging.getLogger(__name__)
@@ -390,7 +390,7 @@ async def fetch_ports(
 
 
 def _names(ports: list[dict[str, Any]]) -> str:
-    return ", ".join(p["name"] for p in ports) or "none"
+    return ", ".join(shown_name(p["name"]) for p in ports) or "none"
 
 
 def _tls_failure(exc: BaseException) -> CertificateError:
