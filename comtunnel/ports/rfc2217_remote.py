@@ -19,7 +19,15 @@ from comtunnel.errors import PortGone, PortUnavailable
 from comtunnel.ports.base import PortListener, SerialPort
 from comtunnel.protocol import rfc2217 as r
 from comtunnel.protocol.errors import RemoteProtocolError
-from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
+from comtunnel.protocol.settings import (
+    MAX_BAUDRATE,
+    MIN_BAUDRATE,
+    ControlRequest,
+    ControlState,
+    ModemLines,
+    PortSettings,
+    Purge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +235,7 @@ class Rfc2217RemotePort(SerialPort):
         baud, bits, parity, stop = await asyncio.gather(*requests)
         await self._request("outflow", lambda: c.set_control(flow))
         self.settings = settings.replace(
-            baudrate=baud.baudrate if isinstance(baud, r.BaudRateAcked) else settings.baudrate,
+            baudrate=baud.baudrate if isinstance(baud, r.BaudRateAcked) and _valid_baud(baud) else settings.baudrate,
             bytesize=bits.bits if isinstance(bits, r.DataSizeAcked) and 5 <= bits.bits <= 8 else settings.bytesize,
             parity=parity.parity if isinstance(parity, r.ParityAcked) else settings.parity,
             stopbits=stop.stopbits if isinstance(stop, r.StopSizeAcked) else settings.stopbits,
@@ -253,6 +261,11 @@ class Rfc2217RemotePort(SerialPort):
 
     def modem_lines(self) -> ModemLines:
         return self._modem
+
+
+def _valid_baud(ack: r.BaudRateAcked) -> bool:
+    """A server that answers with a rate no port has (0, 2^32-1) keeps what we asked for."""
+    return MIN_BAUDRATE <= ack.baudrate <= MAX_BAUDRATE
 
 
 _GROUP = {

@@ -39,12 +39,14 @@ class Rfc2217ServerPort(NetworkServerPort):
         self.codec = r.Rfc2217Server()
         self.initial_settings = self.settings
         self._transport: asyncio.Transport | None = None
+        self._refused_baud = False
 
     def _session_started(self, transport: asyncio.Transport) -> None:
         self.codec = r.Rfc2217Server()
         self._transport = transport
         self.settings = self.initial_settings  # every client starts from a clean state
         self.control = ControlState()
+        self._refused_baud = False
         self.codec.start()
         self.codec.notify_modem_state(self.modem, force=True)
         self._flush()
@@ -84,7 +86,15 @@ class Rfc2217ServerPort(NetworkServerPort):
             case r.SerialDataReceived(data):
                 if listener is not None:
                     listener.port_data(data)
-            case r.BaudRateRequested(baud):
+            case r.BaudRateRequested(baud, refused):
+                if refused is not None and not self._refused_baud:
+                    self._refused_baud = True  # once per connection: a client may repeat it forever
+                    log.warning(
+                        "%s: %s asked for %d baud, which is out of range; answered with the rate in effect",
+                        self.name,
+                        self.peer,
+                        refused,
+                    )
                 self._change(s.replace(baudrate=baud) if baud else s)
                 codec.ack_baudrate(self.settings.baudrate)
             case r.DataSizeRequested(bits):

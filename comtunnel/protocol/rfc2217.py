@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import telnet
-from .settings import ModemLines, Parity, Purge, StopBits
+from .settings import MAX_BAUDRATE, MIN_BAUDRATE, ModemLines, Parity, Purge, StopBits
 
 SIGNATURE = 0
 SET_BAUDRATE = 1
@@ -94,6 +94,7 @@ class ProtocolWarning:
 @dataclasses.dataclass(frozen=True, slots=True)
 class BaudRateRequested:
     baudrate: int | None  # None: a query
+    refused: int | None = None  # a rate no serial port has (0 < refused is out of range): answer as a query
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -260,6 +261,8 @@ class Rfc2217Server(_ComPort):
             if len(value) != 4:
                 return ProtocolWarning(f"SET-BAUDRATE with {len(value)} value bytes instead of 4")
             baud = int.from_bytes(value, "big")
+            if baud and not MIN_BAUDRATE <= baud <= MAX_BAUDRATE:
+                return BaudRateRequested(None, refused=baud)
             return BaudRateRequested(baud or None)
         if code in (FLOWCONTROL_SUSPEND, FLOWCONTROL_RESUME):
             return FlowSuspended(code == FLOWCONTROL_SUSPEND)
