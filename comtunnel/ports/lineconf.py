@@ -42,14 +42,14 @@ def configure(ser: serial.Serial, fd: int | None, s: PortSettings, *, own_ixon: 
     set_line(ser, s)
     if fd is None:
         return settings_from_pyserial(ser)
-    if s.xonxoff and own_ixon:
-        attrs = termios.tcgetattr(fd)
-        attrs[0] &= ~termios.IXON
-        termios.tcsetattr(fd, termios.TCSANOW, attrs)
     effective = settings_from_termios(termios2.get(fd), s)
     if (effective.bytesize, effective.parity) != (s.bytesize, s.parity):
         # Tell pyserial what the device kept, so its later reconfigures stop asking for the impossible.
         set_line(ser, s.replace(bytesize=effective.bytesize, parity=effective.parity))
+    if s.xonxoff and own_ixon:  # last: each pyserial reconfigure above turns IXON back on
+        attrs = termios.tcgetattr(fd)
+        attrs[0] &= ~termios.IXON
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
     return effective
 
 

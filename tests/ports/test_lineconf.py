@@ -125,11 +125,6 @@ def test_own_ixon_leaves_xon_xoff_on_input_to_the_caller(pty: tuple[PtyDevice, s
     assert iflag & termios.IXOFF and iflag & termios.IXON  # the kernel's IXON, as pyserial sets it
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="configure's second set_line (telling pyserial the CS8/N the PTY kept) turns IXON back on: "
-    "pre-existing, kept as is by the split",
-)
 def test_own_ixon_holds_when_the_device_refuses_the_data_bits(pty: tuple[PtyDevice, serial.Serial]) -> None:
     device, ser = pty
     lineconf.configure(ser, ser.fileno(), PortSettings(115200, 7, Parity.EVEN, xonxoff=True), own_ixon=True)
