@@ -1,5 +1,5 @@
 """A connection we will not serve (over the connection limit, a second hub dialling a client):
-closed at once, logged once per burst rather than once per connection, so a flood cannot fill the log."""
+closed at once, and logged within limits per source, so a flood cannot fill the log."""
 
 from __future__ import annotations
 
@@ -8,31 +8,34 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
+from comtunnel import lograte
+
 log = logging.getLogger(__name__)
 
 
 class Refusals:
-    """Counts refused connections; logs the first and then every ``every``-th."""
+    """Counts refused connections; logs them per source within :mod:`comtunnel.lograte`'s limits."""
 
-    def __init__(self, what: str, every: int = 100) -> None:
+    def __init__(self, what: str) -> None:
         self.what = what
-        self.every = every
         self.count = 0
 
     def protocol(self, reason: Callable[[], str]) -> asyncio.Protocol:
         return _Refused(self, reason)
 
     def refused(self, transport: asyncio.BaseTransport, reason: str) -> None:
-        if self.count % self.every == 0:
-            peer = transport.get_extra_info("peername")
-            log.warning(
-                "refused %s from %s: %s (%d refused so far)",
-                self.what,
-                peer and f"{peer[0]}:{peer[1]}",
-                reason,
-                self.count + 1,
-            )
+        peer = transport.get_extra_info("peername")
         self.count += 1
+        lograte.warn(
+            log,
+            f"refused {self.what}s",
+            str(peer[0]) if peer else "?",
+            "refused %s from %s: %s (%d refused so far)",
+            self.what,
+            peer and f"{peer[0]}:{peer[1]}",
+            reason,
+            self.count,
+        )
         cast(asyncio.Transport, transport).abort()
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
 
+from comtunnel import lograte
 from comtunnel.errors import PortGone, PortUnavailable
 from comtunnel.ports.base import PortListener, SerialPort
 from comtunnel.protocol import rfc2217 as r
@@ -168,7 +169,16 @@ class Rfc2217RemotePort(SerialPort):
             case r.SignatureReceived(text):
                 self.signature = text
             case r.ProtocolWarning(message):
-                log.info("RFC 2217 server %s:%s: ignored: %s", self.host, self.port, message)
+                lograte.warn(
+                    log,
+                    "ignored RFC 2217 input",
+                    f"{self.host}:{self.port}",
+                    "RFC 2217 server %s:%s: ignored: %s",
+                    self.host,
+                    self.port,
+                    message,
+                    level=logging.INFO,
+                )
 
     def _resolve(self, group: str, event: object) -> None:
         waiter = self._waiters.pop(group, None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from comtunnel import __version__
+from comtunnel import __version__, lograte
 from comtunnel.ports.network import NetworkServerPort
 from comtunnel.protocol import rfc2217 as r
 from comtunnel.protocol.errors import RemoteProtocolError
@@ -122,7 +122,16 @@ class Rfc2217ServerPort(NetworkServerPort):
             case r.MaskSet(modem, mask):
                 codec.ack_mask(modem, mask)
             case r.ProtocolWarning(message):
-                log.info("%s: ignored from %s: %s", self.name, self.peer, message)
+                lograte.warn(
+                    log,
+                    "ignored RFC 2217 input",
+                    self.peer.rpartition(":")[0],
+                    "%s: ignored from %s: %s",
+                    self.name,
+                    self.peer,
+                    message,
+                    level=logging.INFO,
+                )
 
     def _change(self, settings: PortSettings) -> None:
         if settings != self.settings:

@@ -563,7 +563,8 @@ class Connection:
         ch = self._channels.get(channel)
         if ch is None:
             raise LocalProtocolError(f"channel {channel} is unknown, not open")
-        ch.apply(ChannelInput.SEND)
+        if ch.state is not ChannelState.OPEN:  # OPEN takes SEND and stays OPEN: skip the table on the hot path
+            ch.apply(ChannelInput.SEND)
         return ch
 
     def _known(self, channel: int, frame: fr.Frame) -> Channel:
@@ -575,6 +576,8 @@ class Connection:
     def _live(self, frame: Any) -> Channel | None:
         """The channel a frame is for, or None if we are closing it (the frame crossed our CLOSE)."""
         ch = self._known(frame.channel, frame)
+        if ch.state is ChannelState.OPEN:  # the table's answer, without its lookup: the DATA hot path
+            return ch
         return ch if ch.apply(ChannelInput.FRAME, frame.TYPE.name) else None
 
 

@@ -33,6 +33,7 @@ from support import (
 
 from comtunnel.aio.client import Client, LinkSpec, ServeSpec
 from comtunnel.aio.hub import Hub, PortSpec
+from comtunnel.policy.admission import AdmissionLimits
 from comtunnel.ports import termios2
 from comtunnel.protocol import rfc2217 as r
 from comtunnel.protocol.settings import PortSettings
@@ -112,8 +113,9 @@ def test_300_resumed_connections_then_a_new_client_is_served(certs: Path, tmp_pa
     link = tmp_path / "dev"
 
     async def main() -> None:
-        hub = Hub([PortSpec("dev", device.path)], hub_context(certs))
-        hub.max_connections = 8  # far fewer slots than cuts: one leaked slot per cut would show at once
+        # far fewer slots than cuts: one leaked handshake or session slot per cut would show at once
+        limits = AdmissionLimits(begin=2, full=2, per_source=2, sessions=2)
+        hub = Hub([PortSpec("dev", device.path)], hub_context(certs), admission=limits)
         (_, hub_port), *_ = await hub.start("127.0.0.1", 0)
         try:
             with FaultProxy("127.0.0.1", hub_port) as proxy:
@@ -132,6 +134,7 @@ def test_300_resumed_connections_then_a_new_client_is_served(certs: Path, tmp_pa
                             assert await asyncio.to_thread(read_exactly, app, len(data), 10) == data
                     assert resumed == 300
                     await wait_for(lambda: len(hub.live) == 1, timeout=5)
+                    assert hub.admission.sessions == 1 and hub.admission.startup_count == 0
                     os.close(app)
                 await wait_for(lambda: not hub.live, timeout=5)
             # a new client, with nothing else connected, is served

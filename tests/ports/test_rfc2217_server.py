@@ -9,6 +9,7 @@ import pytest
 from listener import Recorder
 from support import wait_for
 
+from comtunnel import lograte
 from comtunnel.ports.rfc2217_server import Rfc2217ServerPort
 from comtunnel.protocol import rfc2217 as r
 from comtunnel.protocol.settings import PortSettings
@@ -61,3 +62,30 @@ def test_the_codec_turns_an_impossible_rate_into_a_query() -> None:
     wire = bytes([255, 250, 44, 1]) + b"\xff\xff" * 4 + bytes([255, 240])  # 0xFF doubled inside SB
     assert server.receive_data(wire) == [r.BaudRateRequested(None, refused=0xFFFFFFFF)]
     assert server.receive_data(bytes([255, 250, 44, 1, 0, 0, 0x25, 0x80, 255, 240])) == [r.BaudRateRequested(9600)]
+
+
+def test_a_flood_of_malformed_commands_logs_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lograte, "_limiter", lograte.LogLimiter())  # fresh counts, whatever ran before
+
+    async def main() -> None:
+        rec = Recorder()
+        port = Rfc2217ServerPort("p", "127.0.0.1", 0)
+        await port.open(rec)
+        reader, writer = await asyncio.open_connection(*port.address)
+        try:
+            bad = bytes([255, 250, 44, 2, 9, 9, 255, 240])  # SET-DATASIZE with two value bytes
+            writer.write(bad * 20_000 + b"still here")
+            await wait_for(lambda: bytes(rec.data).endswith(b"still here"), timeout=20)
+        finally:
+            writer.close()
+            await port.close()
+
+    with caplog.at_level(logging.INFO, logger="comtunnel"):
+        asyncio.run(main())
+    ignored = [r for r in caplog.records if "ignored from" in r.getMessage()]
+    assert len(ignored) == lograte.LogLimiter().burst  # one burst, not 20,000 lines
+    lograte._limiter.window = 0  # the window ends: the summary says how many were left out
+    lograte.flush(logging.getLogger("comtunnel"))
+    assert any(f"{20_000 - len(ignored)} more ignored RFC 2217 input" in r.getMessage() for r in caplog.records)

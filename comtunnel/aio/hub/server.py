@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from comtunnel import lograte
 from comtunnel.access import Access, AccessPolicy, RevocationList
 from comtunnel.aio.hub.gateway import LocalGateway
 from comtunnel.aio.hub.ports import HubPorts
@@ -23,6 +24,7 @@ from comtunnel.aio.refuse import Refusals
 from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tls_layer import TlsLayer
 from comtunnel.errors import UsageError
+from comtunnel.policy.admission import Admission, AdmissionLimits
 from comtunnel.policy.backoff import Backoff
 from comtunnel.policy.registry import Holder
 from comtunnel.ports.discovery import PortWatcher
@@ -34,9 +36,10 @@ from comtunnel.tls import describe_tls_error
 
 log = logging.getLogger(__name__)
 
+#: Dialling a listening client: the TCP connect and the TLS handshake together.
 TLS_HANDSHAKE_TIMEOUT = 10.0
-#: Open connections at once (most of them are dropped within the handshake timeouts if they misbehave).
-MAX_CONNECTIONS = 256
+#: How often the counts of warnings left out (see comtunnel.lograte) are logged.
+LOG_SUMMARY_INTERVAL = 5.0
 #: How often the revocation list's file is checked for changes.
 REVOCATION_POLL = 1.0
 
@@ -55,6 +58,7 @@ class Hub:
         replay_bound: int = DEFAULT_REPLAY_BOUND,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         dead_timeout: float = DEFAULT_DEAD_TIMEOUT,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         self.hub_ports = HubPorts(ports, port_factory, access, grace)
         self.revocations = revocations
@@ -65,7 +69,7 @@ class Hub:
         self.by_token: dict[str, HubSession] = {}  # sessions a client may resume, connected or not
         self.live: set[HubSession] = set()  # every open connection, authenticated or not
         self.sessions: set[HubSession] = set()  # the connected, authenticated ones
-        self.max_connections = MAX_CONNECTIONS
+        self.admission = Admission(admission)  # who may start a handshake, and become a session
         self.closing = False
         self.ssl_context = ssl_context
         self.server: asyncio.Server | None = None
@@ -112,6 +116,7 @@ class Hub:
         self.server = await loop.create_server(self._new_connection, host, port)
         await self.start_gateways()
         self.watch_revocations()
+        self._pollers.spawn(_log_summaries())
         addresses = [s.getsockname()[:2] for s in self.server.sockets]
         for host_, port_ in addresses:
             log.info("hub listening on %s:%s with ports %s", host_, port_, ", ".join(self.ports) or "none")
@@ -127,21 +132,33 @@ class Hub:
             self.gateways.append(gateway)
 
     def _new_connection(self) -> asyncio.Protocol:
-        if len(self.live) >= self.max_connections:
-            return self._refusals.protocol(lambda: f"{len(self.live)} connections open, the limit")
-        session = HubSession(self)
-        self.live.add(session)
-        return self._tls_layer(session)
+        return _Gate(self)
 
-    def _tls_layer(self, session: HubSession) -> TlsLayer:
+    def admit(self, transport: asyncio.BaseTransport) -> asyncio.Protocol | None:
+        """A TCP connection arrived: its TLS layer, or None when it was refused (and closed)."""
+        peer = transport.get_extra_info("peername")
+        source = str(peer[0]) if peer else "?"
+        reason = self.admission.arrive(source)
+        if reason is not None:
+            self._refusals.refused(transport, reason)
+            return None
+        session = HubSession(self, source=source)
+        self.live.add(session)
+        return self._tls_layer(session, self.admission.limits.handshake_timeout)
+
+    def _tls_layer(self, session: HubSession, handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT) -> TlsLayer:
         def failed(exc: BaseException) -> None:
-            log.warning("TLS handshake with %s failed: %s", layer.peer_address, describe_tls_error(exc, "client"))
+            source = layer.peer_address.rpartition(":")[0] or layer.peer_address
+            reason = describe_tls_error(exc, "client")
+            lograte.warn(
+                log, "failed TLS handshakes", source, "TLS handshake with %s failed: %s", layer.peer_address, reason
+            )
 
         layer = TlsLayer(
             self.ssl_context,
             session.tunnel,
             server_side=True,
-            handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            handshake_timeout=handshake_timeout,
             on_handshake_failed=failed,
         )
         return layer
@@ -315,3 +332,24 @@ class Hub:
 
 def _returning(protocol: asyncio.Protocol) -> Callable[[], asyncio.Protocol]:
     return lambda: protocol
+
+
+async def _log_summaries() -> None:
+    """Say how many repeated warnings were left out, once their window ended."""
+    while True:
+        await asyncio.sleep(LOG_SUMMARY_INTERVAL)
+        lograte.flush(log)
+
+
+class _Gate(asyncio.Protocol):
+    """The first protocol of an accepted connection: asks the hub whether to take it (the peer's
+    address is known only now), then hands the transport to the TLS layer and steps aside."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        layer = self.hub.admit(transport)
+        if layer is not None:
+            transport.set_protocol(layer)
+            layer.connection_made(transport)

@@ -15,11 +15,13 @@ import secrets
 import time
 from typing import Any, Protocol, cast
 
+from comtunnel import lograte
 from comtunnel.aio.hub.channel import HubChannel, MonitorChannel
 from comtunnel.aio.hub.ports import HubPorts
 from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tunnel import Tunnel
 from comtunnel.errors import PortError
+from comtunnel.policy.admission import Admission
 from comtunnel.policy.deadlines import Deadlines, Timeout
 from comtunnel.policy.registry import Holder, Verdict
 from comtunnel.ports.base import SerialPort
@@ -49,6 +51,7 @@ class SessionHost(Protocol):
     sessions: set[HubSession]
     by_token: dict[str, HubSession]
     tasks: Tasks
+    admission: Admission
 
     @property
     def grace(self) -> float: ...
@@ -59,8 +62,11 @@ class SessionHost(Protocol):
 
 
 class HubSession:
-    def __init__(self, hub: SessionHost) -> None:
+    def __init__(self, hub: SessionHost, *, source: str | None = None) -> None:
+        """``source``: the address whose handshake :class:`Admission` counts (None: we dialled)."""
         self.hub = hub
+        self.source = source
+        self.counted = False  # this connection holds one of the admission's session slots
         self.client = "?"
         self.address = "?"
         self.identified = False
@@ -117,6 +123,16 @@ class HubSession:
         self.client = peer_name(ssl_object) or "?"
         self.cert_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         self.tunnel.peer = f"client {self.client} ({self.address})"
+        if self.source is not None:
+            refused = self.hub.admission.authenticated(self.source)
+            self.source = None  # no longer a startup
+            if refused is not None:
+                lograte.warn(
+                    log, "refused sessions", "", "refused client %s from %s: %s", self.client, self.address, refused
+                )
+                self.tunnel.close(ErrorCode.TOO_MANY_CONNECTIONS, f"the hub is full: {refused}")
+                return
+            self.counted = True
         if self.cert_der is not None and self.hub.is_revoked(self.cert_der):
             log.warning("refused client %s from %s: its certificate is revoked", self.client, self.address)
             self.tunnel.close(ErrorCode.ACCESS_DENIED, f"the certificate of client {self.client!r} is revoked")
@@ -129,6 +145,13 @@ class HubSession:
         self.tunnel.flush_soon()
         self.deadlines.set(Timeout.HELLO, asyncio.get_running_loop().time() + HELLO_TIMEOUT)
         self._arm()
+
+    def _release_slot(self) -> None:
+        if self.source is not None:
+            self.hub.admission.left(self.source, authenticated=False)
+        elif self.counted:
+            self.hub.admission.left("", authenticated=True)
+        self.source, self.counted = None, False
 
     def _hello_timed_out(self) -> None:
         if not self.conn.handshake_complete and self.tunnel.transport is not None:
@@ -165,6 +188,7 @@ class HubSession:
 
     def tunnel_lost(self, exc: BaseException | None) -> None:
         self.hub.live.discard(self)
+        self._release_slot()
         self._stop_timer(Timeout.HELLO)
         if not self.identified:
             return  # the TLS layer already said why
@@ -252,6 +276,9 @@ class HubSession:
             if previous.transport is not None:
                 previous.transport.abort()
             self.hub.sessions.discard(self)
+            self._release_slot()  # the old connection's: tunnel_lost will not come for it
+        self.source, self.counted = new.source, new.counted  # the connection's slot moves with it
+        new.source, new.counted = None, False
         away = time.time() - self.detached_at if self.detached_at is not None else 0.0
         self.cancel_grace()
         self.conn, self.tunnel = new.conn, new.tunnel
@@ -289,8 +316,15 @@ class HubSession:
         decision = ports.registry.decide(self.client, event.port, list(ports.specs))
         if decision.verdict is Verdict.REFUSE:
             if decision.code is ErrorCode.ACCESS_DENIED:
-                log.warning(
-                    "refused client %s (%s) port %r: %s", self.client, self.address, event.port, decision.message
+                lograte.warn(
+                    log,
+                    "refused OPENs",
+                    self.client,
+                    "refused client %s (%s) port %r: %s",
+                    self.client,
+                    self.address,
+                    event.port,
+                    decision.message,
                 )
                 self.conn.reject_channel(event.channel, decision.code, decision.message)
                 self.tunnel.flush_soon()
@@ -307,7 +341,9 @@ class HubSession:
         self._opening[event.channel] = self._tasks.spawn(self._open_device(event, spec, decision.holder))
 
     def _reject(self, event: ev.ChannelOpenRequested, code: ErrorCode, message: str) -> None:
-        log.warning("%s: refused port %r: %s", self.tunnel.peer, event.port, message)
+        lograte.warn(
+            log, "refused OPENs", self.client, "%s: refused port %r: %s", self.tunnel.peer, event.port, message
+        )
         self.conn.reject_channel(event.channel, code, message)
         self.tunnel.flush_soon()
 

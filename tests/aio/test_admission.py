@@ -1,0 +1,90 @@
+"""A hub under a flood of handshakes still serves a client with a valid certificate (real TLS on
+127.0.0.1; the flood and the good client come from different loopback addresses, 127.0.0.1 and
+127.0.0.2, as two hosts would)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+from support import running_hub, wait_for
+
+from comtunnel.policy.admission import AdmissionLimits
+from comtunnel.protocol import frames as fr
+from comtunnel.protocol.codec import FrameDecoder
+from comtunnel.tls import client_context
+
+
+def hello_from(source: str, port: int, certs: Path) -> fr.Frame:
+    """A good client's TLS handshake from ``source``; returns the hub's first frame (its HELLO)."""
+    context = client_context(certs, "alice")
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            decoder = FrameDecoder()
+            while True:
+                data = tls.recv(65536)
+                if not data:
+                    raise ConnectionResetError("the hub closed the connection")
+                frames = decoder.feed(data)
+                if frames:
+                    return frames[0]
+
+
+def test_a_silent_flood_from_one_address_cannot_lock_out_a_good_client(certs: Path) -> None:
+    async def main() -> None:
+        async with running_hub(certs, {"p": "loop://"}) as (hub, port):
+            flood = []
+            for _ in range(300):  # more than the old shared cap of 256; none ever says a word
+                flood.append(await asyncio.open_connection("127.0.0.1", port))
+            try:
+                await wait_for(lambda: hub.admission.refused["startup"] >= 300 - hub.admission.limits.per_source)
+                assert hub.admission.startups["127.0.0.1"] == hub.admission.limits.per_source
+                for _ in range(3):
+                    frame = await asyncio.to_thread(hello_from, "127.0.0.2", port, certs)
+                    assert isinstance(frame, fr.Hello)
+            finally:
+                for _, writer in flood:
+                    writer.close()
+            await wait_for(lambda: hub.admission.startup_count == 0 and hub.admission.sessions == 0)
+
+    asyncio.run(main())
+
+
+def test_a_silent_handshake_is_dropped_after_the_deadline(certs: Path) -> None:
+    async def main() -> None:
+        async with running_hub(certs, {"p": "loop://"}) as (hub, port):
+            hub.admission.limits = AdmissionLimits(handshake_timeout=0.5)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            start = time.monotonic()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the hub
+            assert 0.4 < time.monotonic() - start < 3
+            writer.close()
+            await wait_for(lambda: hub.admission.startup_count == 0)
+
+    asyncio.run(main())
+
+
+def test_sessions_have_a_budget_of_their_own(certs: Path) -> None:
+    async def main() -> None:
+        async with running_hub(certs, {"p": "loop://"}) as (hub, port):
+            hub.admission.limits = AdmissionLimits(begin=1, full=1, per_source=1, sessions=2)
+            held = []
+            for count in (1, 2):  # two sessions connected: the one handshake slot is free after each
+                context = client_context(certs, "alice")
+                held.append(await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"))
+                await wait_for(lambda: hub.admission.sessions == count)  # noqa: B023 (awaited at once)
+            assert hub.admission.startup_count == 0
+            context = client_context(certs, "bob")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="127.0.0.1")
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            frames = FrameDecoder().feed(data)
+            goaway = [f for f in frames if isinstance(f, fr.GoAway)]
+            assert goaway and "the hub is full: 2 sessions connected, the limit" in goaway[0].message
+            writer.close()
+            for _, w in held:
+                w.close()
+            await wait_for(lambda: hub.admission.sessions == 0 and hub.admission.startup_count == 0)
+
+    asyncio.run(main())
