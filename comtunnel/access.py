@@ -79,13 +79,19 @@ def _quote(name: str) -> str:
 
 
 class RevocationList:
-    """Serials revoked by the CA's CRL at ``path``; a missing file means nothing is revoked."""
+    """Serials revoked by the CA's CRL at ``path``.
+
+    It fails closed: a CRL that was read once and is then deleted, unreadable or not signed by the
+    CA is logged as an error and the serials it last revoked stay refused. Only a CRL that never
+    existed (crl.pem in --certs before the first ``certs revoke``) means nothing is revoked.
+    """
 
     def __init__(self, path: Path, ca_cert: x509.Certificate | None = None) -> None:
         self.path = path
         self.ca_cert = ca_cert
         self.serials: frozenset[int] = frozenset()
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, int, int] | str | None = None
+        self.loaded = False  # a valid CRL was read at least once: from then on, none is an error
 
     def reload_if_changed(self) -> bool:
         """Re-read the CRL if the file changed; True if the revoked set changed. Never raises:
@@ -96,15 +102,25 @@ class RevocationList:
         except FileNotFoundError:
             stamp = None
         except OSError as exc:
-            log.error("cannot read the revocation list %s: %s", self.path, exc.strerror)
+            if self._stamp != "unreadable":
+                log.error(
+                    "cannot read the revocation list %s: %s; still refusing what it revoked", self.path, exc.strerror
+                )
+            self._stamp = "unreadable"
             return False
         if stamp == self._stamp:
             return False
-        self._stamp = stamp
         if stamp is None:
-            changed = bool(self.serials)
-            self.serials = frozenset()
-            return changed
+            if self.loaded:
+                log.error(
+                    "the revocation list %s is gone; still refusing the %d certificates it revoked "
+                    "(restore it, or write a new one with 'comtunnel certs revoke')",
+                    self.path,
+                    len(self.serials),
+                )
+            self._stamp = stamp
+            return False
+        self._stamp = stamp
         try:
             crl = x509.load_pem_x509_crl(self.path.read_bytes())
             if self.ca_cert is not None and (
@@ -112,9 +128,10 @@ class RevocationList:
             ):
                 raise ValueError("it is not signed by this hub's CA")
         except (ValueError, OSError) as exc:
-            log.error("ignoring the revocation list %s: %s; keeping the previous one", self.path, exc)
+            log.error("ignoring the revocation list %s: %s; still refusing what it revoked before", self.path, exc)
             return False
         serials = frozenset(r.serial_number for r in crl)
+        self.loaded = True
         changed = serials != self.serials
         self.serials = serials
         return changed

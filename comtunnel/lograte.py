@@ -66,11 +66,13 @@ def warn(
     if not allowed:
         return
     if suppressed:
-        log.log(level, "%d more like the next from %s were not logged (%s)", suppressed, source, kind)
+        where = f" from {source}" if source else ""
+        log.log(level, "%s%s: %d more were not logged", kind, where, suppressed)
     log.log(level, message, *args)
 
 
 def flush(log: logging.Logger) -> None:
     """Summary lines for windows that ended with lines left out."""
     for (kind, source), count in _limiter.due(time.monotonic()):
-        log.warning("%d more %s from %s in the last %g s were not logged", count, kind, source, _limiter.window)
+        where = f" from {source}" if source else ""
+        log.warning("%s%s: %d more in the last %g s were not logged", kind, where, count, _limiter.window)

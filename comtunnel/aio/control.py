@@ -1,9 +1,12 @@
 """The hub's local control socket: `comtunnel status` asks it what is going on.
 
-A unix stream socket in a directory only the hub's user may enter (0700) and itself 0600, so the
-file system decides who may look. One JSON document per connection, no commands: nothing to
-authenticate, nothing to abuse. A socket left behind by a dead hub is replaced; one whose hub
-still answers is a clear error (two hubs would fight over it).
+A unix stream socket, itself 0600 (born so: no window where others could connect), so the file
+system decides who may look. Its directory is the hub's: one we create gets mode 0700; an existing
+one is used as it is, never chmodded (``--control-socket /tmp/x.sock`` must not lock everyone out of
+/tmp), and refused when other users may write to it, since they could replace the socket. One
+JSON document per connection, no commands: nothing to authenticate, nothing to abuse. A socket
+left behind by a dead hub is replaced; one whose hub still answers is a clear error (two hubs
+would fight over it).
 """
 
 from __future__ import annotations
@@ -44,10 +47,7 @@ class ControlServer:
 
 
 async def start_control_server(path: Path, snapshot: Snapshot) -> ControlServer:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.parent.stat().st_uid != os.geteuid():  # e.g. a /tmp directory someone else made first
-        raise UsageError(f"{path.parent} belongs to another user; give --control-socket a path of your own")
-    os.chmod(path.parent, 0o700)
+    _private_directory(path.parent)
     if path.exists() or path.is_symlink():
         if _answers(path):
             raise UsageError(f"another hub is running with control socket {path} (use --control-socket)")
@@ -69,6 +69,31 @@ async def start_control_server(path: Path, snapshot: Snapshot) -> ControlServer:
         os.umask(old_umask)
     os.chmod(path, 0o600)
     return ControlServer(path, server)
+
+
+def _private_directory(directory: Path) -> None:
+    """Make ``directory`` (0700, with any missing parents), or check that an existing one is ours
+    to use: owned by us or root, and writable by nobody else."""
+    missing = []
+    d = directory
+    while not d.exists() and d.parent != d:
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UsageError(f"cannot create {d} for the control socket: {exc.strerror}") from None
+        os.chmod(d, 0o700)  # mkdir's mode passes through the umask
+    st = directory.stat()
+    hint = "give --control-socket a path in a directory of your own"
+    if st.st_uid not in (os.geteuid(), 0):  # e.g. a /tmp/comtunnel-UID someone else made first
+        raise UsageError(f"{directory} belongs to another user; {hint}")
+    if st.st_mode & 0o022:
+        who = "every user" if st.st_mode & 0o002 else "its group"
+        raise UsageError(f"{directory} is writable by {who}, who could replace the control socket; {hint}")
 
 
 def _answers(path: Path) -> bool:

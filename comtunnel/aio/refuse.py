@@ -28,7 +28,7 @@ class Refusals:
         self.count += 1
         lograte.warn(
             log,
-            f"refused {self.what}s",
+            f"refused: {self.what}",
             str(peer[0]) if peer else "?",
             "refused %s from %s: %s (%d refused so far)",
             self.what,

@@ -14,6 +14,8 @@ import socket
 from collections.abc import Callable
 from typing import Protocol, cast
 
+from comtunnel import lograte
+from comtunnel.policy.admission import BufferBudget
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.errors import ErrorCode, RemoteProtocolError
 from comtunnel.protocol.keepalive import Action, KeepAlive
@@ -63,8 +65,12 @@ class Tunnel(asyncio.Protocol):
         *,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         dead_timeout: float = DEFAULT_DEAD_TIMEOUT,
+        budget: BufferBudget | None = None,
     ) -> None:
+        """``budget``: shared by every connection of a hub, for the incomplete frames they hold."""
         self.conn = conn
+        self._budget = budget
+        self._charged = 0
         self.peer = peer
         self.handler: TunnelHandler | None = None
         self.on_connected: Callable[[], None] | None = None
@@ -102,6 +108,8 @@ class Tunnel(asyncio.Protocol):
             log.warning("%s broke the protocol: %s; closing the connection", self.peer, exc)
             self.abort(exc)
             return
+        if self._budget is not None and self.conn.buffered != self._charged and not self._charge():
+            return
         self._receiving = True
         try:
             for event in events:
@@ -115,10 +123,27 @@ class Tunnel(asyncio.Protocol):
             self._receiving = False
         self.flush()
 
+    def _charge(self) -> bool:
+        assert self._budget is not None
+        held = self.conn.buffered
+        if self._budget.change(self._charged, held):
+            self._charged = held
+            return True
+        message = f"the hub's connections would hold more than {self._budget.limit >> 20} MiB of incomplete frames"
+        lograte.warn(
+            log, "connections over the memory budget", "", "%s: %s; closing the connection", self.peer, message
+        )
+        self.conn.goaway(ErrorCode.HUB_BUSY, message)
+        self.abort(RemoteProtocolError(message, ErrorCode.HUB_BUSY))
+        return False
+
     def eof_received(self) -> bool | None:
         return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._budget is not None and self._charged:
+            self._budget.change(self._charged, 0)
+            self._charged = 0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -13,7 +13,7 @@ from comtunnel.aio.hub import Hub
 from comtunnel.aio.metrics import Snapshot
 from comtunnel.aio.tasks import Tasks
 from comtunnel.app.config import HubConfig
-from comtunnel.errors import CertificateError
+from comtunnel.errors import CertificateError, UsageError
 from comtunnel.ports.open import PortSpec
 from comtunnel.tls import hub_context
 
@@ -68,7 +68,8 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
 
 
 def hub_revocations(certs: Path, crl: Path | None) -> RevocationList:
-    """The CRL the hub watches: ``crl``, or crl.pem in ``certs`` (it may appear later)."""
+    """The CRL the hub watches: ``crl``, which must exist and be valid, or crl.pem in ``certs``
+    (which may appear later)."""
     from cryptography import x509
 
     ca_path = certs / "ca.crt"
@@ -76,7 +77,16 @@ def hub_revocations(certs: Path, crl: Path | None) -> RevocationList:
         ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
     except (OSError, ValueError) as exc:
         raise CertificateError(f"cannot read {ca_path}: {exc}") from None
-    return RevocationList(crl or certs / "crl.pem", ca_cert)
+    revocations = RevocationList(crl or certs / "crl.pem", ca_cert)
+    if crl is not None:
+        if not crl.exists():
+            raise UsageError(f"--crl {crl}: no such file")
+        revocations.reload_if_changed()
+        if not revocations.loaded:
+            raise CertificateError(f"--crl {crl} is not a revocation list signed by {ca_path} (see the log line above)")
+    else:
+        revocations.reload_if_changed()
+    return revocations
 
 
 async def start_control(path: Path | None, snapshot: Snapshot) -> ControlServer:

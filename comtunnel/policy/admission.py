@@ -37,6 +37,24 @@ class AdmissionLimits:
             raise ValueError("per-source, session and handshake limits must be positive")
 
 
+class BufferBudget:
+    """What all connections together may hold in incomplete frames: each may send a frame just
+    short of the maximum and stop, and 256 connections x 1 MiB is more than a small board has."""
+
+    def __init__(self, limit: int = 16 << 20) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def change(self, before: int, after: int) -> bool:
+        """A connection now holds ``after`` bytes instead of ``before``: False if that is too much
+        (the connection must go; its ``before`` stays charged until it releases it)."""
+        grow = after - before
+        if grow > 0 and self.held + grow > self.limit:
+            return False
+        self.held += grow
+        return True
+
+
 class Admission:
     def __init__(self, limits: AdmissionLimits | None = None, rng: random.Random | None = None) -> None:
         self.limits = limits or AdmissionLimits()

@@ -20,7 +20,7 @@ class ErrorCode(enum.IntEnum):
     FRAME_TOO_LARGE = 4
     INTERNAL_ERROR = 5
     TOO_MANY_CHANNELS = 6
-    TOO_MANY_CONNECTIONS = 7
+    HUB_BUSY = 7  # at a limit of its own: sessions, memory for partial frames
     UNKNOWN_PORT = 10
     PORT_BUSY = 11
     PORT_UNAVAILABLE = 12

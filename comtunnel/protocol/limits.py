@@ -4,6 +4,8 @@
 PROTOCOL_VERSION = 3
 #: Largest frame body we accept. The 4-byte length prefix is checked against it before buffering.
 DEFAULT_MAX_FRAME = 1 << 20
+#: The hub's, smaller: a client sends at most DATA (65,548 bytes) or a RESUME naming its channels.
+HUB_MAX_FRAME = 128 * 1024
 #: Largest DATA payload we put in one frame; larger writes are split.
 MAX_DATA_CHUNK = 64 * 1024
 #: Credit each side grants per channel: bytes in flight before the receiver must acknowledge.

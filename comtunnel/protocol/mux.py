@@ -145,6 +145,11 @@ class Connection:
         return ch.send.available if ch and ch.state is ChannelState.OPEN else 0
 
     @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame the decoder holds (what a connection costs while it waits)."""
+        return self._decoder.buffered
+
+    @property
     def channel_count(self) -> int:
         return len(self._channels)
 

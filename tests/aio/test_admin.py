@@ -181,3 +181,52 @@ def test_control_socket_refuses_a_directory_of_another_user(tmp_path: Path) -> N
         squatted = Path("/")  # owned by root: the same situation for a normal user
     with pytest.raises(UsageError, match="belongs to another user"):
         asyncio.run(start_control_server(squatted / "hub.sock", dict))
+
+
+@pytest.mark.parametrize(("mode", "who"), [(0o1777, "every user"), (0o777, "every user"), (0o770, "its group")])
+def test_control_socket_never_chmods_a_shared_directory(tmp_path: Path, mode: int, who: str) -> None:
+    """``--control-socket /tmp/hub.sock`` as root once left /tmp 0700: nobody else could use it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    with pytest.raises(UsageError, match=f"writable by {who}, who could replace the control socket"):
+        asyncio.run(start_control_server(shared / "hub.sock", dict))
+    assert shared.stat().st_mode & 0o7777 == mode
+    assert list(shared.iterdir()) == []
+
+
+def test_control_socket_uses_an_existing_private_directory_as_it_is(tmp_path: Path) -> None:
+    own = tmp_path / "own"
+    own.mkdir()
+    os.chmod(own, 0o755)
+    made = tmp_path / "made" / "deeper"
+
+    async def main() -> None:
+        for directory in (own, made):
+            server = await start_control_server(directory / "hub.sock", dict)
+            try:
+                assert (directory / "hub.sock").stat().st_mode & 0o777 == 0o600
+            finally:
+                await server.close()
+
+    asyncio.run(main())
+    assert own.stat().st_mode & 0o777 == 0o755  # untouched
+    assert made.stat().st_mode & 0o777 == 0o700 and (tmp_path / "made").stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.timeout(30)
+def test_hub_refuses_a_control_socket_in_a_shared_directory(tmp_path: Path, certs: Path) -> None:
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    result = subprocess.run(
+        comtunnel(
+            "hub", "--listen=127.0.0.1:0", f"--certs={certs}", "--port=a=loop://", f"--control-socket={shared}/h.sock"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{shared} is writable by every user" in result.stderr and "Traceback" not in result.stderr
+    assert shared.stat().st_mode & 0o7777 == 0o1777

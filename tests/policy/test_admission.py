@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from comtunnel.policy.admission import Admission, AdmissionLimits
+from comtunnel.policy.admission import Admission, AdmissionLimits, BufferBudget
 
 
 class FixedRandom(random.Random):
@@ -87,3 +87,12 @@ def test_bad_limits_are_refused() -> None:
         AdmissionLimits(begin=10, full=5)
     with pytest.raises(ValueError, match="positive"):
         AdmissionLimits(per_source=0)
+
+
+def test_the_buffer_budget_refuses_growth_past_its_limit_and_takes_back_what_shrinks() -> None:
+    budget = BufferBudget(100)
+    assert budget.change(0, 60) and budget.held == 60
+    assert not budget.change(0, 41) and budget.held == 60  # refused: nothing charged
+    assert budget.change(0, 40) and budget.held == 100
+    assert budget.change(60, 10) and budget.held == 50  # a frame completed: most given back
+    assert budget.change(10, 0) and budget.change(40, 0) and budget.held == 0

@@ -21,7 +21,7 @@ from comtunnel.aio.hub.ports import HubPorts
 from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tunnel import Tunnel
 from comtunnel.errors import PortError
-from comtunnel.policy.admission import Admission
+from comtunnel.policy.admission import Admission, BufferBudget
 from comtunnel.policy.deadlines import Deadlines, Timeout
 from comtunnel.policy.registry import Holder, Verdict
 from comtunnel.ports.base import SerialPort
@@ -29,6 +29,7 @@ from comtunnel.ports.open import PortSpec
 from comtunnel.ports.watch import WatchPort
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.errors import ErrorCode, RemoteProtocolError
+from comtunnel.protocol.limits import HUB_MAX_FRAME
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ControlRequest
 from comtunnel.tls import describe_tls_error, peer_name
@@ -52,6 +53,7 @@ class SessionHost(Protocol):
     by_token: dict[str, HubSession]
     tasks: Tasks
     admission: Admission
+    buffer_budget: BufferBudget
 
     @property
     def grace(self) -> float: ...
@@ -72,8 +74,14 @@ class HubSession:
         self.identified = False
         self.since = time.time()
         self.token = secrets.token_urlsafe(18)
-        self.conn = Connection(Role.HUB, {"software": "comtunnel"}, session_token=self.token)
-        self.tunnel = Tunnel(self.conn, "client", ping_interval=hub.ping_interval, dead_timeout=hub.dead_timeout)
+        self.conn = Connection(Role.HUB, {"software": "comtunnel"}, max_frame=HUB_MAX_FRAME, session_token=self.token)
+        self.tunnel = Tunnel(
+            self.conn,
+            "client",
+            ping_interval=hub.ping_interval,
+            dead_timeout=hub.dead_timeout,
+            budget=hub.buffer_budget,
+        )
         self.tunnel.handler = self
         self.tunnel.on_connected = self.identify
         self.channels: dict[int, HubChannel] = {}
@@ -130,7 +138,7 @@ class HubSession:
                 lograte.warn(
                     log, "refused sessions", "", "refused client %s from %s: %s", self.client, self.address, refused
                 )
-                self.tunnel.close(ErrorCode.TOO_MANY_CONNECTIONS, f"the hub is full: {refused}")
+                self.tunnel.close(ErrorCode.HUB_BUSY, f"the hub is full: {refused}")
                 return
             self.counted = True
         if self.cert_der is not None and self.hub.is_revoked(self.cert_der):

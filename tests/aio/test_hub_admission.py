@@ -5,15 +5,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from pathlib import Path
 
 from support import running_hub, wait_for
 
-from comtunnel.policy.admission import AdmissionLimits
+from comtunnel.policy.admission import AdmissionLimits, BufferBudget
 from comtunnel.protocol import frames as fr
 from comtunnel.protocol.codec import FrameDecoder
+from comtunnel.protocol.errors import ErrorCode
+from comtunnel.protocol.limits import HUB_MAX_FRAME
+from comtunnel.protocol.mux import Connection, Role
 from comtunnel.tls import client_context
 
 
@@ -86,5 +90,59 @@ def test_sessions_have_a_budget_of_their_own(certs: Path) -> None:
             for _, w in held:
                 w.close()
             await wait_for(lambda: hub.admission.sessions == 0 and hub.admission.startup_count == 0)
+
+    asyncio.run(main())
+
+
+def test_incomplete_frames_of_all_connections_together_are_bounded(certs: Path) -> None:
+    """Each connection may stop just short of the end of a maximal frame; together they may not
+    hold more than the hub's budget, and what a closed connection held is given back."""
+
+    async def main() -> None:
+        async with running_hub(certs, {"p": "loop://"}) as (hub, port):
+            hub.buffer_budget = BufferBudget(1 << 20)
+            partial = (HUB_MAX_FRAME).to_bytes(4, "big") + b"\x00" * (HUB_MAX_FRAME - 1)
+            conns = []
+            for _ in range(12):  # 12 x 128 KiB: only 7 fit in 1 MiB
+                context = client_context(certs, "alice")
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
+                )
+                writer.write(Connection(Role.CLIENT).data_to_send() + partial)
+                await writer.drain()
+                conns.append((reader, writer))
+            await wait_for(lambda: hub.buffer_budget.held >= 7 * (HUB_MAX_FRAME - 1), timeout=10)
+            closed = 0
+            for reader, _ in conns:
+                data = b""
+                with contextlib.suppress(TimeoutError):  # a connection still up says nothing more
+                    while chunk := await asyncio.wait_for(reader.read(1 << 20), 0.5):
+                        data += chunk
+                goaways = [f for f in FrameDecoder().feed(data) if isinstance(f, fr.GoAway)]
+                if goaways:
+                    assert goaways[0].code == ErrorCode.HUB_BUSY and "incomplete frames" in goaways[0].message
+                    closed += 1
+            assert closed == 12 - 7
+            assert hub.buffer_budget.held <= hub.buffer_budget.limit
+            for _, writer in conns:
+                writer.close()
+            await wait_for(lambda: hub.buffer_budget.held == 0 and hub.admission.sessions == 0)
+
+    asyncio.run(main())
+
+
+def test_a_frame_longer_than_a_client_needs_is_refused_at_its_length(certs: Path) -> None:
+    async def main() -> None:
+        async with running_hub(certs, {"p": "loop://"}) as (hub, port):
+            context = client_context(certs, "alice")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="127.0.0.1")
+            writer.write(Connection(Role.CLIENT).data_to_send() + (HUB_MAX_FRAME + 1).to_bytes(4, "big"))
+            data = b""
+            while chunk := await asyncio.wait_for(reader.read(65536), 5):
+                data += chunk
+            goaway = [f for f in FrameDecoder().feed(data) if isinstance(f, fr.GoAway)]
+            assert goaway and goaway[0].code == ErrorCode.FRAME_TOO_LARGE
+            assert hub.buffer_budget.held == 0
+            writer.close()
 
     asyncio.run(main())
