@@ -7,27 +7,36 @@ keys keep generation instant and handshakes fast.
 Layout of a certificate directory (see certs/README.md for which file goes to which machine)::
 
     ca.crt  ca.key          the CA; ca.key signs new clients and should then live offline
+                            (encrypted with a passphrase if one is given: --ca-passphrase-file)
     hub.crt hub.key         CN = first hub name, SAN = every hub name, EKU serverAuth
     NAME.crt NAME.key       one per client, CN = NAME, EKU clientAuth
+    crl.pem                 the revocation list `certs revoke` writes
 
-Key files are created 0600 from the start (never chmod after writing, which would leave a window
-where they are readable) and renamed into place, so a crash never leaves half a key. Nothing is
-overwritten unless asked: replacing a CA silently would lock out every machine that has the old one.
+Every file goes through :func:`_write_file`: a fresh temporary file beside the target, created
+exclusively and without following symlinks, with its final mode from the start (0600 for keys: never
+chmod after writing, which would leave a window where they are readable), then renamed into place, so
+a crash never leaves half a file. A target that is itself a symlink is refused rather than followed:
+writing through it could plant a certificate, or a key, wherever it points. Nothing is overwritten
+unless asked: replacing a CA silently would lock out every machine that has the old one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import ipaddress
 import os
 import re
 import secrets
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from comtunnel.errors import CertificateError, UsageError
@@ -44,25 +53,61 @@ _RESERVED = {"ca", "hub"}
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _DNS_NAME = re.compile(rf"(\*\.)?({_LABEL}\.)*{_LABEL}\.?")
 
+PASSPHRASE_ENV = "COMTUNNEL_CA_PASSPHRASE"
+_PASSPHRASE_HINT = f"give it with --ca-passphrase-file FILE or ${PASSPHRASE_ENV}, or run this on a terminal to be asked"
+_KEY_MODE, _PUBLIC_MODE = 0o600, 0o644
+
+
+def ca_passphrase(file: str | Path | None) -> bytes | None:
+    """The CA key's passphrase: the first line of ``file``, else ``$COMTUNNEL_CA_PASSPHRASE``, else None.
+
+    None means "not given": ``init`` then writes ca.key unencrypted, and loading an encrypted ca.key
+    asks on the terminal. An empty passphrase is refused rather than taken as "no encryption".
+    """
+    if file is not None:
+        try:
+            data = Path(file).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read the passphrase file {file}: {_why(exc)}") from None
+        passphrase = data.split(b"\n", 1)[0].rstrip(b"\r")  # the first line, as openssl's -passin file:
+        if not passphrase:
+            raise UsageError(f"the passphrase file {file} is empty (its first line is the passphrase)")
+        return passphrase
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value is None:
+        return None
+    if not value:
+        raise UsageError(f"${PASSPHRASE_ENV} is set but empty; unset it or give the passphrase")
+    return value.encode()
+
 
 def init_certs(
-    directory: Path, hub_names: list[str], clients: list[str], *, days: int = 3650, overwrite: bool = False
+    directory: Path,
+    hub_names: list[str],
+    clients: list[str],
+    *,
+    days: int = 3650,
+    overwrite: bool = False,
+    ca_passphrase: bytes | None = None,
 ) -> list[Path]:
     """Create ca.*, hub.* and NAME.* for each client in ``directory``; return the files written.
 
     Every argument is checked before anything is written, so a typo never leaves a half-made set.
     With ``overwrite`` the CA is replaced: certificates from the old CA (including clients not
-    named here) stop working.
+    named here) stop working. With ``ca_passphrase`` ca.key is encrypted with it.
     """
     sans = [_san(name) for name in hub_names]
     if not sans:
         raise UsageError("give at least one --hub-name (the DNS name or IP address clients connect to)")
     _check_days(days)
+    if ca_passphrase is not None and not ca_passphrase:
+        raise UsageError("an empty CA passphrase would not protect ca.key; give a real one, or none")
     for name in clients:
         check_client_name(name)
     if len(set(clients)) != len(clients):
         raise UsageError("a client name is given twice")
     stems = ["ca", "hub", *clients]
+    _refuse_symlinks(directory / f"{stem}{ext}" for stem in stems for ext in (".crt", ".key"))
     if not overwrite:
         _refuse_existing(directory, stems)
     try:
@@ -92,19 +137,27 @@ def init_certs(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    written = [_write_key(directory / "ca.key", ca_key), _write_cert(directory / "ca.crt", ca_cert)]
+    written = [
+        _write_key(directory / "ca.key", ca_key, ca_passphrase),
+        _write_cert(directory / "ca.crt", ca_cert),
+    ]
     written += _issue(directory, "hub", hub_names[0], ca_cert, ca_key, days, ExtendedKeyUsageOID.SERVER_AUTH, sans)
     for name in clients:
         written += _issue(directory, name, name, ca_cert, ca_key, days, ExtendedKeyUsageOID.CLIENT_AUTH, [])
     return written
 
 
-def add_client(directory: Path, name: str, *, days: int = 3650) -> list[Path]:
-    """Sign a certificate for a new client with the CA already in ``directory``; return the files written."""
+def add_client(directory: Path, name: str, *, days: int = 3650, ca_passphrase: bytes | None = None) -> list[Path]:
+    """Sign a certificate for a new client with the CA already in ``directory``; return the files written.
+
+    ``ca_passphrase`` unlocks an encrypted ca.key (without it, one is asked for on a terminal).
+    """
     check_client_name(name)
     _check_days(days)
-    ca_cert, ca_key = _load_ca(directory)
-    existing = [p for p in (directory / f"{name}.crt", directory / f"{name}.key") if p.exists()]
+    targets = (directory / f"{name}.crt", directory / f"{name}.key")
+    _refuse_symlinks(targets)
+    ca_cert, ca_key = _load_ca(directory, ca_passphrase)
+    existing = [p for p in targets if p.exists()]
     if existing:
         raise UsageError(f"client {name!r} already exists in {directory} ({existing[0].name}); pick another name")
     return _issue(directory, name, name, ca_cert, ca_key, days, ExtendedKeyUsageOID.CLIENT_AUTH, [])
@@ -113,13 +166,16 @@ def add_client(directory: Path, name: str, *, days: int = 3650) -> list[Path]:
 CRL_FILE = "crl.pem"
 
 
-def revoke(directory: Path, name: str) -> tuple[Path, int]:
+def revoke(directory: Path, name: str, *, ca_passphrase: bytes | None = None) -> tuple[Path, int]:
     """Add client NAME's certificate to DIR/crl.pem (signed by the CA); return the CRL path and serial.
 
     A standard X.509 CRL, so other tools (openssl crl) can read it; earlier entries are kept.
+    ``ca_passphrase`` unlocks an encrypted ca.key, as for :func:`add_client`.
     """
     check_client_name(name)
-    ca_cert, ca_key = _load_ca(directory)
+    crl_path = directory / CRL_FILE
+    _refuse_symlinks([crl_path])
+    ca_cert, ca_key = _load_ca(directory, ca_passphrase)
     cert_path = directory / f"{name}.crt"
     if not cert_path.exists():
         known = sorted(p.stem for p in directory.glob("*.crt") if p.stem not in _RESERVED)
@@ -130,7 +186,6 @@ def revoke(directory: Path, name: str) -> tuple[Path, int]:
         raise CertificateError(f"cannot read {cert_path}: {_why(exc)}") from None
     if cert.issuer != ca_cert.subject:
         raise CertificateError(f"{cert_path} was not issued by {directory / 'ca.crt'}")
-    crl_path = directory / CRL_FILE
     entries = list(revoked_serials(crl_path, ca_cert).items())
     now = dt.datetime.now(dt.UTC)
     if cert.serial_number not in dict(entries):
@@ -148,9 +203,8 @@ def revoke(directory: Path, name: str) -> tuple[Path, int]:
     crl = builder.sign(
         ca_key, None if isinstance(ca_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey) else hashes.SHA256()
     )
-    tmp = crl_path.with_suffix(".tmp")
-    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-    tmp.replace(crl_path)  # atomic: a hub reloading it never sees half a file
+    # Renamed into place: a hub reloading it never sees half a file.
+    _write_file(crl_path, crl.public_bytes(serialization.Encoding.PEM), _PUBLIC_MODE)
     return crl_path, cert.serial_number
 
 
@@ -194,6 +248,17 @@ def check_client_name(name: str) -> None:
 def _check_days(days: int) -> None:
     if not 1 <= days <= MAX_DAYS:
         raise UsageError(f"certificate lifetime must be 1 to {MAX_DAYS} days, not {days}")
+
+
+def _refuse_symlinks(paths: Iterable[Path]) -> None:
+    """Refuse before anything is written, so a symlink among the targets never leaves a half-made set."""
+    for path in paths:
+        _refuse_symlink(path)
+
+
+def _refuse_symlink(path: Path) -> None:
+    if path.is_symlink():  # dangling or not: lstat, never followed
+        raise UsageError(f"{path} is a symlink; refusing to write through it (remove it, or write elsewhere)")
 
 
 def _refuse_existing(directory: Path, stems: list[str]) -> None:
@@ -268,31 +333,44 @@ def _issue(
     return [_write_key(directory / f"{filename}.key", key), _write_cert(directory / f"{filename}.crt", cert)]
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
-    data = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> Path:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.NoEncryption() if passphrase is None else serialization.BestAvailableEncryption(passphrase)
     )
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    return _write_file(path, data, _KEY_MODE)
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> Path:
+    return _write_file(path, cert.public_bytes(serialization.Encoding.PEM), _PUBLIC_MODE)
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> Path:
+    """Write ``data`` to ``path`` with ``mode``, never through a symlink, atomically.
+
+    The temporary file PATH.tmp is created with O_EXCL|O_NOFOLLOW (so neither a file nor a symlink
+    planted there is opened) and its final mode from the start (umask can only narrow it); then it
+    is renamed over ``path``, which replaces a file there but never follows a symlink. A symlink
+    already at ``path`` is refused.
+    """
+    _refuse_symlink(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp.unlink(missing_ok=True)  # left by a crash; unlinking a symlink never touches its target
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {_why(exc)}") from None
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {_why(exc)}") from None
     return path
 
 
-def _write_cert(path: Path, cert: x509.Certificate) -> Path:
-    try:
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {_why(exc)}") from None
-    return path
-
-
-def _load_ca(directory: Path) -> tuple[x509.Certificate, IssuerKey]:
+def _load_ca(directory: Path, passphrase: bytes | None = None) -> tuple[x509.Certificate, IssuerKey]:
     init_hint = f"create a CA first with 'comtunnel certs init {directory} --hub-name NAME'"
     if not directory.is_dir():
         raise CertificateError(f"certificate directory {directory} does not exist: {init_hint}")
@@ -306,14 +384,34 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, IssuerKey]:
     except (ValueError, OSError) as exc:
         raise CertificateError(f"cannot read {cert_path}: {_why(exc)}") from None
     try:
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    except TypeError:
-        raise CertificateError(f"{key_path} is encrypted; comtunnel needs the CA key without a passphrase") from None
+        pem = key_path.read_bytes()
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:  # encrypted
+        key = _decrypt_key(key_path, pem, passphrase)
     except (ValueError, OSError, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"cannot read {key_path}: {_why(exc)}") from None
     if not isinstance(key, _ISSUER_KEYS) or key.public_key() != cert.public_key():
         raise CertificateError(f"{key_path} does not belong to {cert_path} (are they from the same 'certs init'?)")
     return cert, key
+
+
+def _decrypt_key(key_path: Path, pem: bytes, passphrase: bytes | None) -> PrivateKeyTypes:
+    """An encrypted key, with the given passphrase or, on a terminal, one typed in."""
+    if passphrase is None:
+        if sys.stdin is None or not sys.stdin.isatty():
+            raise CertificateError(f"{key_path} is encrypted and no passphrase was given: {_PASSPHRASE_HINT}")
+        try:
+            passphrase = getpass.getpass(f"passphrase for {key_path}: ").encode()
+        except EOFError:
+            passphrase = b""
+        if not passphrase:
+            raise CertificateError(f"no passphrase typed for {key_path}")
+    try:
+        return serialization.load_pem_private_key(pem, password=passphrase)
+    except ValueError:
+        raise CertificateError(f"wrong passphrase for {key_path}") from None
+    except UnsupportedAlgorithm as exc:
+        raise CertificateError(f"cannot read {key_path}: {_why(exc)}") from None
 
 
 def _why(exc: BaseException) -> str:

@@ -27,26 +27,29 @@ log = logging.getLogger("comtunnel")
 
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
-    from comtunnel.certs import init_certs
+    from comtunnel.certs import ca_passphrase, init_certs
 
-    written = init_certs(Path(args.dir), args.hub_name, args.client or [], overwrite=args.force)
+    passphrase = ca_passphrase(args.ca_passphrase_file)
+    written = init_certs(
+        Path(args.dir), args.hub_name, args.client or [], overwrite=args.force, ca_passphrase=passphrase
+    )
     for path in written:
         print(path)
     return 0
 
 
 def cmd_certs_client(args: argparse.Namespace) -> int:
-    from comtunnel.certs import add_client
+    from comtunnel.certs import add_client, ca_passphrase
 
-    for path in add_client(Path(args.dir), args.name):
+    for path in add_client(Path(args.dir), args.name, ca_passphrase=ca_passphrase(args.ca_passphrase_file)):
         print(path)
     return 0
 
 
 def cmd_certs_revoke(args: argparse.Namespace) -> int:
-    from comtunnel.certs import revoke
+    from comtunnel.certs import ca_passphrase, revoke
 
-    crl, serial = revoke(Path(args.dir), args.name)
+    crl, serial = revoke(Path(args.dir), args.name, ca_passphrase=ca_passphrase(args.ca_passphrase_file))
     print(f"revoked client {args.name!r} (certificate serial {serial:x}) in {crl}")
     print(f"a hub with --certs {args.dir} refuses it within seconds; elsewhere copy {crl.name} into the hub's --certs")
     return 0
@@ -174,14 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--client", action="append", metavar="NAME", help="a client certificate to create")
     init.add_argument("--force", action="store_true", help="replace an existing CA")
+    add_passphrase_option(init, "encrypt ca.key with the passphrase on FILE's first line (default: unencrypted)")
     init.set_defaults(func=cmd_certs_init)
     client_cert = certs_sub.add_parser("client", help="add a client certificate signed by DIR's CA")
     client_cert.add_argument("dir", metavar="DIR")
     client_cert.add_argument("name", metavar="NAME")
+    add_passphrase_option(client_cert, "FILE's first line unlocks an encrypted ca.key (default: ask on a terminal)")
 
     revoke = certs_sub.add_parser("revoke", help="revoke a client certificate (the hub refuses it within seconds)")
     revoke.add_argument("dir", metavar="DIR", help="the CA directory (holds ca.key and NAME.crt)")
     revoke.add_argument("name", metavar="NAME")
+    add_passphrase_option(revoke, "FILE's first line unlocks an encrypted ca.key (default: ask on a terminal)")
     revoke.set_defaults(func=cmd_certs_revoke)
     client_cert.set_defaults(func=cmd_certs_client)
 
@@ -262,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (hub, client, listing, status):
         command.add_argument("--config", metavar="FILE", help="a TOML file with this command's options (see README)")
     return parser
+
+
+def add_passphrase_option(parser: argparse.ArgumentParser, what: str) -> None:
+    # The variable's name is comtunnel.certs.PASSPHRASE_ENV, spelled out so parsing imports no cryptography.
+    parser.add_argument("--ca-passphrase-file", metavar="FILE", help=f"{what}; or set $COMTUNNEL_CA_PASSPHRASE")
 
 
 def add_serve_options(parser: argparse.ArgumentParser, what: str) -> None:

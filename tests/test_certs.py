@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import os
+import pty
+import select
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import TypeVar
 
@@ -14,8 +20,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from support import comtunnel
 
-from comtunnel.certs import add_client, certificate_name, init_certs
+from comtunnel.certs import (
+    CRL_FILE,
+    PASSPHRASE_ENV,
+    add_client,
+    ca_passphrase,
+    certificate_name,
+    init_certs,
+    revoke,
+    revoked_serials,
+)
 from comtunnel.errors import CertificateError, UsageError
 from comtunnel.tls import client_context, hub_context
 
@@ -181,8 +197,8 @@ def test_damaged_ca_is_a_certificate_error(tmp_path: Path) -> None:
     (tmp_path / "two" / "ca.key").write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encrypted)
     )
-    with pytest.raises(CertificateError, match="encrypted"):
-        add_client(tmp_path / "two", "late")
+    with pytest.raises(CertificateError, match="encrypted and no passphrase was given"):
+        add_client(tmp_path / "two", "late")  # pytest's stdin is not a terminal
     (tmp_path / "two" / "ca.crt").write_text("junk")
     with pytest.raises(CertificateError, match=r"cannot read .*ca\.crt: not a PEM file"):
         add_client(tmp_path / "two", "late")
@@ -198,3 +214,305 @@ def test_certificate_name_from_der_and_garbage(tmp_path: Path) -> None:
     assert certificate_name(der) == "laptop"
     with pytest.raises(CertificateError, match="not a DER"):
         certificate_name(b"\x30\x03junk")
+
+
+# --- symlinks -----------------------------------------------------------------------------------
+
+SYMLINK_REFUSED = "is a symlink; refusing to write through it"
+
+
+def plant_symlink(link: Path, tmp_path: Path, kind: str) -> Path:
+    """A symlink at ``link`` to a precious file (``kind`` "file") or to nothing yet ("dangling")."""
+    target = tmp_path / ("precious.txt" if kind == "file" else "nowhere.txt")
+    if kind == "file":
+        target.write_text("precious")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target)
+    return target
+
+
+def assert_untouched(target: Path, kind: str) -> None:
+    if kind == "file":
+        assert target.read_text() == "precious" and not target.is_symlink()
+    else:
+        assert not target.exists() and not target.is_symlink()
+
+
+@pytest.mark.parametrize("kind", ["dangling", "file"])
+@pytest.mark.parametrize("name", ["ca.crt", "hub.crt", "laptop.crt", "ca.key", "hub.key", "laptop.key"])
+def test_init_refuses_to_write_through_a_symlink(tmp_path: Path, name: str, kind: str) -> None:
+    """Checked before anything is written, so the refusal leaves the directory as it was."""
+    directory = tmp_path / "c"
+    target = plant_symlink(directory / name, tmp_path, kind)
+    with pytest.raises(UsageError, match=rf"{name} {SYMLINK_REFUSED}"):
+        init_certs(directory, ["hub"], ["laptop"])
+    assert os.listdir(directory) == [name]
+    assert_untouched(target, kind)
+
+
+@pytest.mark.parametrize("kind", ["dangling", "file"])
+@pytest.mark.parametrize("name", ["ca.crt", "hub.crt", "laptop.crt"])
+def test_init_force_refuses_a_symlink_in_an_existing_set(tmp_path: Path, name: str, kind: str) -> None:
+    init_certs(tmp_path / "c", ["hub"], ["laptop"])
+    before = {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir() if p.name != name}
+    (tmp_path / "c" / name).unlink()
+    target = plant_symlink(tmp_path / "c" / name, tmp_path, kind)
+    with pytest.raises(UsageError, match=SYMLINK_REFUSED):
+        init_certs(tmp_path / "c", ["hub"], ["laptop"], overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir() if p.name != name} == before
+    assert_untouched(target, kind)
+
+
+@pytest.mark.parametrize("kind", ["dangling", "file"])
+@pytest.mark.parametrize("name", ["late.crt", "late.key"])
+def test_add_client_refuses_a_symlink(tmp_path: Path, name: str, kind: str) -> None:
+    init_certs(tmp_path / "c", ["hub"], [])
+    target = plant_symlink(tmp_path / "c" / name, tmp_path, kind)
+    with pytest.raises(UsageError, match=rf"{name} {SYMLINK_REFUSED}"):
+        add_client(tmp_path / "c", "late")
+    assert_untouched(target, kind)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.name.startswith("late")) == [name]
+
+
+@pytest.mark.parametrize("kind", ["dangling", "file"])
+def test_revoke_refuses_a_symlinked_crl(tmp_path: Path, kind: str) -> None:
+    init_certs(tmp_path / "c", ["hub"], ["laptop"])
+    target = plant_symlink(tmp_path / "c" / CRL_FILE, tmp_path, kind)
+    with pytest.raises(UsageError, match=rf"crl\.pem {SYMLINK_REFUSED}"):
+        revoke(tmp_path / "c", "laptop")
+    assert_untouched(target, kind)
+    assert (tmp_path / "c" / CRL_FILE).is_symlink()
+
+
+def test_a_symlink_planted_at_the_temporary_name_is_not_followed(tmp_path: Path) -> None:
+    """PATH.tmp pointing elsewhere is removed, not written through; the real file lands at PATH."""
+    init_certs(tmp_path / "c", ["hub"], ["laptop"])
+    victims = {}
+    for name in ("late.key", "late.crt", CRL_FILE):
+        victims[name] = tmp_path / f"victim-{name}"
+        victims[name].write_text("precious")
+        (tmp_path / "c" / f"{name}.tmp").symlink_to(victims[name])
+    add_client(tmp_path / "c", "late")
+    revoke(tmp_path / "c", "late")
+    assert all(v.read_text() == "precious" for v in victims.values())
+    assert not list((tmp_path / "c").glob("*.tmp"))
+    load(tmp_path / "c" / "late.crt").verify_directly_issued_by(load(tmp_path / "c" / "ca.crt"))
+    assert stat.S_IMODE((tmp_path / "c" / "late.key").stat().st_mode) == 0o600
+    assert serialization.load_pem_private_key((tmp_path / "c" / "late.key").read_bytes(), None)
+    ca = load(tmp_path / "c" / "ca.crt")
+    assert load(tmp_path / "c" / "late.crt").serial_number in revoked_serials(tmp_path / "c" / CRL_FILE, ca)
+
+
+def test_certificates_and_crl_are_world_readable_keys_are_not(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        init_certs(tmp_path, ["hub"], ["laptop"])
+        revoke(tmp_path, "laptop")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {
+        "ca.crt": 0o644,
+        "hub.crt": 0o644,
+        "laptop.crt": 0o644,
+        CRL_FILE: 0o644,
+        "ca.key": 0o600,
+        "hub.key": 0o600,
+        "laptop.key": 0o600,
+    }
+
+
+# --- an encrypted CA key ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stdin is not a terminal (as under cron or a pipe), and no passphrase in the environment."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+
+
+@pytest.fixture
+def encrypted(tmp_path: Path, no_terminal: None) -> Path:
+    """A certificate directory whose ca.key is encrypted with 's3cret' (from a passphrase file)."""
+    (tmp_path / "pass").write_text("s3cret\nthe second line is not part of it\n")
+    init_certs(tmp_path / "c", ["hub"], ["laptop"], ca_passphrase=ca_passphrase(tmp_path / "pass"))
+    return tmp_path / "c"
+
+
+def test_init_with_a_passphrase_encrypts_only_the_ca_key(encrypted: Path) -> None:
+    pem = (encrypted / "ca.key").read_bytes()
+    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pytest.raises(TypeError):
+        serialization.load_pem_private_key(pem, None)
+    key = serialization.load_pem_private_key(pem, b"s3cret")
+    assert key.public_key() == load(encrypted / "ca.crt").public_key()
+    assert stat.S_IMODE((encrypted / "ca.key").stat().st_mode) == 0o600
+    for name in ("hub.key", "laptop.key"):  # the hub and clients load theirs unattended
+        assert serialization.load_pem_private_key((encrypted / name).read_bytes(), None)
+    hub_context(encrypted)
+    client_context(encrypted, "laptop")
+
+
+def test_encrypted_ca_signs_and_revokes_with_a_passphrase_file(tmp_path: Path, encrypted: Path) -> None:
+    passphrase = ca_passphrase(tmp_path / "pass")
+    assert passphrase == b"s3cret"
+    add_client(encrypted, "late", ca_passphrase=passphrase)
+    ca = load(encrypted / "ca.crt")
+    load(encrypted / "late.crt").verify_directly_issued_by(ca)
+    _, serial = revoke(encrypted, "late", ca_passphrase=passphrase)
+    assert serial == load(encrypted / "late.crt").serial_number
+    assert set(revoked_serials(encrypted / CRL_FILE, ca)) == {serial}
+
+
+def test_encrypted_ca_with_the_environment_variable(
+    tmp_path: Path, encrypted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, "s3cret")
+    add_client(encrypted, "late", ca_passphrase=ca_passphrase(None))
+    _, serial = revoke(encrypted, "laptop", ca_passphrase=ca_passphrase(None))
+    assert set(revoked_serials(encrypted / CRL_FILE, load(encrypted / "ca.crt"))) == {serial}
+    (tmp_path / "other").write_text("from-the-file\n")
+    assert ca_passphrase(tmp_path / "other") == b"from-the-file"  # a file given beats the variable
+
+
+def test_encrypted_ca_with_a_wrong_or_no_passphrase_fails_clearly(encrypted: Path) -> None:
+    for call in (
+        lambda p: add_client(encrypted, "late", ca_passphrase=p),
+        lambda p: revoke(encrypted, "laptop", ca_passphrase=p),
+    ):
+        with pytest.raises(CertificateError, match=r"wrong passphrase for .*c/ca\.key$"):
+            call(b"s3cret ")
+        with pytest.raises(
+            CertificateError,
+            match=rf"ca\.key is encrypted and no passphrase was given: give it with --ca-passphrase-file FILE "
+            rf"or \${PASSPHRASE_ENV}",
+        ):
+            call(None)
+    assert not (encrypted / "late.crt").exists() and not (encrypted / "late.key").exists()
+    assert not (encrypted / CRL_FILE).exists()
+
+
+def test_a_passphrase_for_an_unencrypted_ca_is_not_needed(tmp_path: Path) -> None:
+    init_certs(tmp_path, ["hub"], [])
+    add_client(tmp_path, "late", ca_passphrase=b"anything")
+    load(tmp_path / "late.crt").verify_directly_issued_by(load(tmp_path / "ca.crt"))
+
+
+def test_bad_passphrase_sources_are_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    assert ca_passphrase(None) is None
+    (tmp_path / "empty").write_text("\nsecond line\n")
+    with pytest.raises(UsageError, match=r"passphrase file .*empty is empty"):
+        ca_passphrase(tmp_path / "empty")
+    with pytest.raises(UsageError, match=r"cannot read the passphrase file .*missing: No such file"):
+        ca_passphrase(tmp_path / "missing")
+    (tmp_path / "crlf").write_bytes(b"p\xc3\xa4ss\r\n")
+    assert ca_passphrase(tmp_path / "crlf") == "päss".encode()
+    monkeypatch.setenv(PASSPHRASE_ENV, "")
+    with pytest.raises(UsageError, match="set but empty"):
+        ca_passphrase(None)
+    with pytest.raises(UsageError, match="empty CA passphrase"):
+        init_certs(tmp_path / "c", ["hub"], [], ca_passphrase=b"")
+    assert not (tmp_path / "c").exists()
+
+
+# --- through the real CLI -----------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
+    return subprocess.run(
+        comtunnel("certs", *args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,  # not a terminal: nothing may wait for a typed passphrase
+        env={**base, **(env or {})},
+    )
+
+
+def test_cli_encrypted_ca_passphrase_file_env_wrong_and_missing(tmp_path: Path) -> None:
+    d = str(tmp_path / "c")
+    (tmp_path / "pass").write_text("s3cret\n")
+    (tmp_path / "wrong").write_text("guess\n")
+    done = run_cli("init", d, "--hub-name", "hub", "--client", "laptop", "--ca-passphrase-file", str(tmp_path / "pass"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "c" / "ca.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+
+    done = run_cli("client", d, "late")
+    assert done.returncode == 3
+    assert done.stderr.strip() == (
+        f"comtunnel: error: {d}/ca.key is encrypted and no passphrase was given: give it with "
+        f"--ca-passphrase-file FILE or ${PASSPHRASE_ENV}, or run this on a terminal to be asked"
+    )
+    done = run_cli("client", d, "late", "--ca-passphrase-file", str(tmp_path / "wrong"))
+    assert (done.returncode, done.stderr.strip()) == (3, f"comtunnel: error: wrong passphrase for {d}/ca.key")
+    done = run_cli("revoke", d, "laptop", env={PASSPHRASE_ENV: "guess"})
+    assert (done.returncode, done.stderr.strip()) == (3, f"comtunnel: error: wrong passphrase for {d}/ca.key")
+    assert not (tmp_path / "c" / "late.crt").exists() and not (tmp_path / "c" / CRL_FILE).exists()
+
+    done = run_cli("client", d, "late", "--ca-passphrase-file", str(tmp_path / "pass"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [f"{d}/late.key", f"{d}/late.crt"]
+    done = run_cli("revoke", d, "late", env={PASSPHRASE_ENV: "s3cret"})
+    assert done.returncode == 0, done.stderr
+    assert "revoked client 'late'" in done.stdout
+    ca = load(tmp_path / "c" / "ca.crt")
+    assert set(revoked_serials(tmp_path / "c" / CRL_FILE, ca)) == {load(tmp_path / "c" / "late.crt").serial_number}
+    done = run_cli("revoke", d, "laptop", "--ca-passphrase-file", str(tmp_path / "pass"))
+    assert done.returncode == 0, done.stderr
+    assert len(revoked_serials(tmp_path / "c" / CRL_FILE, ca)) == 2
+
+    helps = [run_cli(action, "--help").stdout for action in ("init", "client", "revoke")]
+    assert all("--ca-passphrase-file FILE" in h and PASSPHRASE_ENV in h for h in helps)
+
+
+def test_cli_refuses_a_symlinked_certificate(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "hub.crt").symlink_to(tmp_path / "elsewhere.crt")
+    done = run_cli("init", str(tmp_path / "c"), "--hub-name", "hub")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(f"comtunnel: error: {tmp_path}/c/hub.crt {SYMLINK_REFUSED}")
+    assert os.listdir(tmp_path / "c") == ["hub.crt"] and not (tmp_path / "elsewhere.crt").exists()
+
+
+def test_cli_asks_for_the_passphrase_on_a_terminal(tmp_path: Path) -> None:
+    """A real pseudo-terminal as the child's controlling terminal: getpass prompts there."""
+    (tmp_path / "pass").write_text("s3cret\n")
+    init_certs(tmp_path / "c", ["hub"], [], ca_passphrase=ca_passphrase(tmp_path / "pass"))
+
+    def ask(typed: bytes) -> tuple[int, str]:
+        argv = comtunnel("certs", "client", str(tmp_path / "c"), "tty")
+        env = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: a new session whose controlling terminal is the pty
+            os.execve(argv[0], argv, env)
+        output, deadline, sent = b"", time.monotonic() + 60, False
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], 1)
+                if not ready:
+                    continue
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+                if not sent and b"passphrase for " in output:
+                    os.write(fd, typed + b"\n")
+                    sent = True
+        finally:
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+    code, output = ask(b"guess")
+    assert code == 3 and f"passphrase for {tmp_path}/c/ca.key: " in output and "wrong passphrase" in output
+    assert not (tmp_path / "c" / "tty.crt").exists()
+    code, output = ask(b"s3cret")
+    assert code == 0, output
+    assert "guess" not in output and "s3cret" not in output  # not echoed
+    load(tmp_path / "c" / "tty.crt").verify_directly_issued_by(load(tmp_path / "c" / "ca.crt"))
