@@ -264,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-app", action="store_true", help="leave the virtual ports to you (no built-in app)")
     demo.set_defaults(func=cmd_demo)
     add_session_options(hub, hub=True)
+    add_limit_options(hub)
     add_session_options(client, hub=False)
     for command in (hub, client, listing, status):
         command.add_argument("--config", metavar="FILE", help="a TOML file with this command's options (see README)")
@@ -317,6 +318,33 @@ def add_session_options(parser: argparse.ArgumentParser, hub: bool) -> None:
         default=DEFAULT_DEAD_TIMEOUT,
         metavar="SECONDS",
         help=f"drop a connection that has been silent this long, then resume (default {DEFAULT_DEAD_TIMEOUT:g})",
+    )
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """What the hub takes from the network (README, "Security model"); parsed in app.config."""
+    parser.add_argument(
+        "--max-startups",
+        metavar="BEGIN:RATE:FULL",
+        default="32:30:128",
+        help="connections still in their TLS handshake: BEGIN always taken, then RATE%% of new ones "
+        "dropped, rising to all at FULL, as OpenSSH's MaxStartups (default 32:30:128)",
+    )
+    parser.add_argument(
+        "--max-startups-per-source",
+        metavar="N",
+        default=8,
+        help="handshakes at once from one address (default 8)",
+    )
+    parser.add_argument("--max-sessions", metavar="N", default=256, help="authenticated connections (default 256)")
+    parser.add_argument(
+        "--handshake-timeout", metavar="SECONDS", default=5.0, help="time to finish the TLS handshake (default 5)"
+    )
+    parser.add_argument(
+        "--max-buffered",
+        metavar="BYTES",
+        default="16M",
+        help="incomplete frames all connections together may hold (default 16M; k/M suffixes)",
     )
 
 

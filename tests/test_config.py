@@ -30,6 +30,10 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         ("[access.bob]\nfull = 3", "hub.toml: [access.bob]: 'full' must be a list of port names or patterns"),
         ("[access.bob]\nread = []", "hub.toml: [access.bob]: unknown key 'read' (use 'full' or 'monitor')"),
         ("[logging]\nlevel = 1", "hub.toml: unknown key 'logging'"),
+        ('max-startups = "10:30"', "--max-startups: expected BEGIN:RATE:FULL such as 32:30:128, got '10:30'"),
+        ('max-startups = "50:30:10"', "connection limits: startup limits must be 0 < begin <= full"),
+        ('max-sessions = "many"', "--max-sessions: expected a number, got 'many'"),
+        ('max-buffered = "lots"', "--max-buffered: expected a size like 16M or 65536, got 'lots'"),
     ],
 )
 def test_config_errors_name_the_file_and_key(tmp_path: Path, certs: Path, text: str, message: str) -> None:
@@ -88,3 +92,24 @@ def test_hub_and_client_run_from_config_files_alone(tmp_path: Path, certs: Path,
         os.close(app)
     finally:
         device.close()
+
+
+def test_connection_limits_from_the_command_line_and_a_file(tmp_path: Path) -> None:
+    from comtunnel.app.config import hub_config
+    from comtunnel.policy.admission import AdmissionLimits
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    base = ["hub", "--listen=127.0.0.1:0", "--certs=c", "--port=a=loop://"]
+    defaults = hub_config(vars(parser.parse_args(base)))
+    assert defaults.admission == AdmissionLimits() and defaults.max_buffered == 16 << 20
+    config = tmp_path / "hub.toml"
+    config.write_text('max-startups = "4:50:16"\nmax-startups-per-source = 2\nmax-sessions = 9\nmax-buffered = "2M"\n')
+    applied = apply(commands["hub"], config)
+    args = parser.parse_args([*base, "--handshake-timeout", "2.5"])
+    applied.finish(args)
+    chosen = hub_config(vars(args))
+    assert chosen.admission == AdmissionLimits(
+        begin=4, rate=0.5, full=16, per_source=2, sessions=9, handshake_timeout=2.5
+    )
+    assert chosen.max_buffered == 2 << 20

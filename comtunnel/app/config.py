@@ -8,17 +8,20 @@ both, and a bad value in either says the same thing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from comtunnel.access import AccessPolicy
 from comtunnel.errors import UsageError
+from comtunnel.policy.admission import DEFAULT_MAX_BUFFERED, AdmissionLimits
 from comtunnel.ports.network import check_listen_address
 from comtunnel.ports.open import PortSpec
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.settings import PortSettings, SettingsError, parse_line_settings
 from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec, check_port_name
+
+T = TypeVar("T", int, float)
 
 HostPort = tuple[str, int]
 
@@ -59,6 +62,8 @@ class HubConfig:
     metrics: HostPort | None = None
     grace: float = DEFAULT_GRACE
     session: SessionOptions = SessionOptions()
+    admission: AdmissionLimits = dataclasses.field(default_factory=AdmissionLimits)
+    max_buffered: int = DEFAULT_MAX_BUFFERED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +204,56 @@ def hub_config(options: Mapping[str, Any], tables: Mapping[str, Any] | None = No
         metrics=metrics,
         grace=options.get("grace", DEFAULT_GRACE),
         session=session_options(options),
+        admission=admission_limits(options),
+        max_buffered=_size(options.get("max_buffered", "16M"), "--max-buffered", 1 << 20, 1 << 32),
     )
+
+
+def admission_limits(options: Mapping[str, Any]) -> AdmissionLimits:
+    """--max-startups BEGIN:RATE:FULL and the other connection limits, from the CLI or a TOML file."""
+    startups = str(options.get("max_startups", "32:30:128"))
+    parts = startups.split(":")
+    try:
+        begin, rate, full = int(parts[0]), int(parts[1]), int(parts[2])
+        if len(parts) != 3:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise UsageError(f"--max-startups: expected BEGIN:RATE:FULL such as 32:30:128, got {startups!r}") from None
+    defaults = AdmissionLimits()
+    try:
+        return AdmissionLimits(
+            begin=begin,
+            rate=rate / 100,
+            full=full,
+            per_source=_number(options, "max_startups_per_source", int, defaults.per_source),
+            sessions=_number(options, "max_sessions", int, defaults.sessions),
+            handshake_timeout=_number(options, "handshake_timeout", float, defaults.handshake_timeout),
+        )
+    except ValueError as exc:
+        raise UsageError(f"connection limits: {exc}") from None
+
+
+def _number(options: Mapping[str, Any], key: str, kind: Callable[[Any], T], default: T) -> T:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{key.replace('_', '-')}: expected a number, got {raw!r}") from None
+
+
+def _size(value: object, option: str, low: int, high: int) -> int:
+    text = str(value)
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    number, unit = (text[:-1], units[text[-1].lower()]) if text and text[-1].lower() in units else (text, 1)
+    try:
+        size = int(float(number) * unit)
+    except ValueError:
+        raise UsageError(f"{option}: expected a size like 16M or 65536, got {text!r}") from None
+    if not low <= size <= high:
+        raise UsageError(f"{option}: {text!r} is out of range")
+    return size
 
 
 def client_config(options: Mapping[str, Any]) -> ClientConfig:

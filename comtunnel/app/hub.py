@@ -44,6 +44,8 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
         grace=config.grace,
         access=config.access,
         revocations=revocations,
+        admission=config.admission,
+        max_buffered=config.max_buffered,
         **config.session.kwargs(),
     )
     tasks = Tasks("hub command")

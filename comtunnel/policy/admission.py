@@ -37,11 +37,14 @@ class AdmissionLimits:
             raise ValueError("per-source, session and handshake limits must be positive")
 
 
+DEFAULT_MAX_BUFFERED = 16 << 20
+
+
 class BufferBudget:
     """What all connections together may hold in incomplete frames: each may send a frame just
     short of the maximum and stop, and 256 connections x 1 MiB is more than a small board has."""
 
-    def __init__(self, limit: int = 16 << 20) -> None:
+    def __init__(self, limit: int = DEFAULT_MAX_BUFFERED) -> None:
         self.limit = limit
         self.held = 0
 

@@ -24,7 +24,7 @@ from comtunnel.aio.refuse import Refusals
 from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tls_layer import TlsLayer
 from comtunnel.errors import UsageError
-from comtunnel.policy.admission import Admission, AdmissionLimits, BufferBudget
+from comtunnel.policy.admission import DEFAULT_MAX_BUFFERED, Admission, AdmissionLimits, BufferBudget
 from comtunnel.policy.backoff import Backoff
 from comtunnel.policy.registry import Holder
 from comtunnel.ports.discovery import PortWatcher
@@ -59,6 +59,7 @@ class Hub:
         ping_interval: float = DEFAULT_PING_INTERVAL,
         dead_timeout: float = DEFAULT_DEAD_TIMEOUT,
         admission: AdmissionLimits | None = None,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
     ) -> None:
         self.hub_ports = HubPorts(ports, port_factory, access, grace)
         self.revocations = revocations
@@ -70,7 +71,7 @@ class Hub:
         self.live: set[HubSession] = set()  # every open connection, authenticated or not
         self.sessions: set[HubSession] = set()  # the connected, authenticated ones
         self.admission = Admission(admission)  # who may start a handshake, and become a session
-        self.buffer_budget = BufferBudget()  # incomplete frames, all connections together
+        self.buffer_budget = BufferBudget(max_buffered)  # incomplete frames, all connections together
         self.closing = False
         self.ssl_context = ssl_context
         self.server: asyncio.Server | None = None
