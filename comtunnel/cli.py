@@ -291,6 +291,20 @@ def add_serve_options(parser: argparse.ArgumentParser, what: str) -> None:
         action="store_true",
         help="let --rfc2217/--raw listen on non-loopback addresses (they are plaintext)",
     )
+    parser.add_argument(
+        "--gateway-idle",
+        type=idle_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="disconnect an --rfc2217/--raw client that sent nothing for this long, freeing the port "
+        "(output from the device does not count; default 0: never)",
+    )
+    parser.add_argument(
+        "--gateway-takeover",
+        action="store_true",
+        help="a new --rfc2217/--raw client takes the port from the connected one, which is disconnected "
+        "(default: the new one is refused)",
+    )
 
 
 def add_session_options(parser: argparse.ArgumentParser, hub: bool) -> None:
@@ -355,6 +369,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not 0 < value < 1e6:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def idle_seconds(text: str) -> float:
+    """--gateway-idle: 0 (no timeout) or a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < 1e6:
+        raise argparse.ArgumentTypeError(f"expected 0 (no timeout) or a positive number of seconds, got {text!r}")
     return value
 
 

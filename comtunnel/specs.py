@@ -51,12 +51,18 @@ class LinkSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ServeSpec:
-    """``--raw PORT=HOST:TCP`` / ``--rfc2217 PORT=HOST:TCP``: serve the hub's PORT as a local TCP server."""
+    """``--raw PORT=HOST:TCP`` / ``--rfc2217 PORT=HOST:TCP``: serve the hub's PORT as a local TCP server.
+
+    ``idle_timeout`` (``--gateway-idle``, 0: none) disconnects a TCP client that sent nothing for
+    that many seconds; ``takeover`` (``--gateway-takeover``) lets a new TCP client take the port
+    from the connected one instead of being refused."""
 
     port: str
     host: str
     tcp_port: int
     protocol: str  # "raw" or "rfc2217"
+    idle_timeout: float = 0.0
+    takeover: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

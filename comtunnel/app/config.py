@@ -139,7 +139,11 @@ def qualified(item: str, labels: list[str], option: str) -> tuple[str, str]:
 
 def parse_serve(options: Mapping[str, Any], labels: list[str] | None = None) -> list[tuple[str, ServeSpec]]:
     """--raw and --rfc2217 values: [HUB/]PORT=HOST:TCPPORT (or PORT=TCPPORT for 127.0.0.1), each with
-    its hub's label ('' when there are no labels)."""
+    its hub's label ('' when there are no labels). --gateway-idle and --gateway-takeover apply to all."""
+    idle = float(options.get("gateway_idle") or 0.0)
+    if not 0 <= idle < 1e6:
+        raise UsageError(f"--gateway-idle must be 0 (none) or a positive number of seconds, got {idle:g}")
+    takeover = bool(options.get("gateway_takeover"))
     specs = []
     for protocol in ("raw", "rfc2217"):
         for item in options.get(protocol) or []:
@@ -152,7 +156,7 @@ def parse_serve(options: Mapping[str, Any], labels: list[str] | None = None) -> 
             check_port_name(name)
             host, tcp_port = parse_hostport(address, default_host="127.0.0.1")
             check_listen_address(host, bool(options.get("allow_remote")), f"--{protocol} {name}")
-            specs.append((label, ServeSpec(name, host, tcp_port, protocol)))
+            specs.append((label, ServeSpec(name, host, tcp_port, protocol, idle_timeout=idle, takeover=takeover)))
     return specs
 
 

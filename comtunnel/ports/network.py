@@ -2,8 +2,15 @@
 
 It listens on a TCP address and treats one accepted connection like an application that has
 the port open: connect = open (DTR/RTS up), disconnect = close. A second connection while one is
-active gets a one-line refusal and is closed; after the first leaves, the next one starts from a
-clean state. Subclasses (the RFC 2217 server port) put a protocol between the socket and the port.
+active gets a one-line refusal and is closed, or with ``takeover`` (ser2net's ``kickolduser``) the
+first gets a one-line notice and is closed, and the second has the port; either way each session
+starts from a clean state (nothing the previous client sent, no bytes held for it, the RFC 2217
+codec and line settings reset). Subclasses (the RFC 2217 server port) put a protocol between the
+socket and the port.
+
+Every accepted connection has TCP keepalive on (a vanished peer frees the port within about a
+minute), and with ``idle_timeout`` a client that sent nothing for that long is disconnected with a
+notice. What counts as activity, and why, is in :mod:`comtunnel.ports.gateway_policy`.
 
 Drain tracking uses write-buffer limits of zero, so the transport reports every transition from
 "has unsent bytes" to "empty": that is the moment the tunnel may get its credit back.
@@ -14,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from typing import cast
 
 from comtunnel.errors import PortGone, PortUnavailable, UsageError
 from comtunnel.ports.base import PortListener, SerialPort
+from comtunnel.ports.gateway_policy import KEEPALIVE, Arrival, IdleTimer, arrival
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
 
 log = logging.getLogger(__name__)
@@ -25,6 +34,10 @@ log = logging.getLogger(__name__)
 #: What a paused port holds of what its TCP client sent (uvloop delivers a read even after
 #: pause_reading() in connection_made); past it, the overflow is dropped, counted and logged.
 HOLD_LIMIT = 1 << 20
+#: A client we disconnect (idle, taken over) gets its notice and our FIN, and this long to close its
+#: side; what it sends meanwhile is read and dropped, so unread input does not turn the close into a
+#: reset that could destroy the notice. Then the connection is aborted.
+HANG_UP_LINGER = 2.0
 
 
 def check_listen_address(host: str, allow_remote: bool, what: str) -> None:
@@ -42,10 +55,39 @@ def check_listen_address(host: str, allow_remote: bool, what: str) -> None:
         )
 
 
+def set_keepalive(transport: asyncio.BaseTransport) -> bool:
+    """SO_KEEPALIVE, and the probe timing of :data:`KEEPALIVE` where the platform has the options
+    (TCP_KEEPIDLE, or TCP_KEEPALIVE on macOS; TCP_KEEPINTVL; TCP_KEEPCNT). False if it could not."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    idle, interval, count = KEEPALIVE
+    idle_option = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (
+            (idle_option, idle),
+            (getattr(socket, "TCP_KEEPINTVL", None), interval),
+            (getattr(socket, "TCP_KEEPCNT", None), count),
+        ):
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError as exc:
+        log.debug("cannot set TCP keepalive: %s", exc)
+        return False
+    return True
+
+
+def _peer_of(conn: _Connection) -> str:
+    peer = conn.transport.get_extra_info("peername") if conn.transport is not None else None
+    return f"{peer[0]}:{peer[1]}" if peer else "?"
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, port: NetworkServerPort) -> None:
         self.port = port
         self.transport: asyncio.Transport | None = None
+        self.linger: asyncio.TimerHandle | None = None  # hung up by us: aborted when it runs out
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -54,6 +96,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.port._active is self:
+            self.port._client_spoke()
             self.port._incoming(data)
 
     def pause_writing(self) -> None:
@@ -64,6 +107,10 @@ class _Connection(asyncio.Protocol):
             self.port._listener.port_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
+        self.port._hung_up.discard(self)
         self.port._disconnected(self)
 
 
@@ -72,8 +119,12 @@ class NetworkServerPort(SerialPort):
 
     kind = "raw TCP"
 
-    def __init__(self, name: str, host: str, port: int) -> None:
+    def __init__(self, name: str, host: str, port: int, *, idle_timeout: float = 0.0, takeover: bool = False) -> None:
+        if idle_timeout < 0:
+            raise ValueError(f"idle_timeout must not be negative, got {idle_timeout!r}")
         self.name = name
+        self.idle_timeout = idle_timeout
+        self.takeover = takeover
         self.host, self.port = host, port
         self.description = f"{self.kind} {host}:{port}"
         self.settings = PortSettings()
@@ -87,13 +138,15 @@ class NetworkServerPort(SerialPort):
         self._paused = False
         self._held = bytearray()  # received while paused: delivered on resume_reading, in order
         self._release_scheduled = False
+        self._idle: IdleTimer | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._hung_up: set[_Connection] = set()  # disconnected by us, waiting for the peer to close
 
     @property
     def peer(self) -> str:
         if self._active is None or self._active.transport is None:
             return "nobody"
-        peer = self._active.transport.get_extra_info("peername")
-        return f"{peer[0]}:{peer[1]}" if peer else "?"
+        return _peer_of(self._active)
 
     async def open(self, listener: PortListener) -> None:
         self._listener = listener
@@ -110,29 +163,90 @@ class NetworkServerPort(SerialPort):
 
     def _connected(self, conn: _Connection) -> None:
         assert conn.transport is not None
-        if self._active is not None:
+        decision = arrival(self._active is not None, self.takeover)
+        if decision is Arrival.REFUSE:
             log.warning("%s: refused a second %s connection; %s has the port", self.name, self.kind, self.peer)
             conn.transport.write(f"comtunnel: port {self.name} is in use by {self.peer}\r\n".encode())
             conn.transport.close()
             return
+        if decision is Arrival.TAKE_OVER and self._active is not None:
+            old, new_peer = self._active, _peer_of(conn)
+            log.warning("%s: %s connection from %s takes the port from %s", self.name, self.kind, new_peer, self.peer)
+            self._hang_up(old, f"port {self.name} was taken over by {new_peer}")
+            self._end_session(old, "taken over")
         self._active = conn
         self._held.clear()
+        set_keepalive(conn.transport)
         conn.transport.set_write_buffer_limits(high=0, low=0)
         if self._paused:
             conn.transport.pause_reading()
         log.info("%s: %s connection from %s", self.name, self.kind, self.peer)
+        loop = asyncio.get_running_loop()
+        self._idle = IdleTimer(self.idle_timeout, loop.time())
+        self._arm_idle()
         self._session_started(conn.transport)
         if self._listener is not None:
             self._listener.app_open(True)
 
     def _disconnected(self, conn: _Connection) -> None:
-        if self._active is not conn:
-            return
-        log.info("%s: %s connection from %s closed", self.name, self.kind, self.peer)
+        if self._active is conn:
+            self._end_session(conn, "closed")
+
+    def _end_session(self, conn: _Connection, how: str) -> None:
+        """``conn`` no longer has the port (it left, or was disconnected): the port is free."""
+        log.info("%s: %s connection from %s %s", self.name, self.kind, _peer_of(conn), how)
         self._active = None
+        self._held.clear()
+        self._idle = None
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
         self._session_ended()
         if self._listener is not None:
             self._listener.app_open(False)
+
+    def _hang_up(self, conn: _Connection, message: str) -> None:
+        """A notice, then a graceful close (see :data:`HANG_UP_LINGER`): for a client we disconnect."""
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            return
+        self._send_notice(transport, message)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()  # its input is read and dropped: it no longer has the port
+        conn.linger = asyncio.get_running_loop().call_later(HANG_UP_LINGER, transport.abort)
+        self._hung_up.add(conn)
+
+    # --- idle timeout ---------------------------------------------------------------------------
+
+    def _client_spoke(self) -> None:
+        if self._idle is not None and self._idle.enabled:
+            self._idle.touch(asyncio.get_running_loop().time())
+
+    def _arm_idle(self) -> None:
+        deadline = self._idle.deadline() if self._idle is not None else None
+        if deadline is not None:
+            self._idle_handle = asyncio.get_running_loop().call_at(deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_handle = None
+        conn, idle = self._active, self._idle
+        if conn is None or idle is None:
+            return
+        if not idle.expired(asyncio.get_running_loop().time(), held_back=self._paused or bool(self._held)):
+            self._arm_idle()
+            return
+        log.warning(
+            "%s: %s client %s sent nothing for %g s: disconnected (--gateway-idle)",
+            self.name,
+            self.kind,
+            self.peer,
+            idle.timeout,
+        )
+        self._hang_up(conn, f"disconnected: nothing received for {idle.timeout:g} s")
+        self._end_session(conn, "timed out")
 
     def refuse_current(self, message: str) -> None:
         """Send the active client a reason and hang up (e.g. the device is busy)."""
@@ -245,8 +359,17 @@ class NetworkServerPort(SerialPort):
             return
         server, self._server = self._server, None
         server.close()
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
         if self._active is not None and self._active.transport is not None:
             self._active.transport.abort()
+        for conn in list(self._hung_up):
+            if conn.linger is not None:
+                conn.linger.cancel()
+            if conn.transport is not None:
+                conn.transport.abort()
+        self._hung_up.clear()
         self._active = None
         self._listener = None
         await server.wait_closed()

@@ -42,5 +42,9 @@ def make_server_port(spec: ServeSpec) -> NetworkServerPort:
     if spec.protocol == "rfc2217":
         from comtunnel.ports.rfc2217_server import Rfc2217ServerPort
 
-        return Rfc2217ServerPort(spec.port, spec.host, spec.tcp_port)
-    return NetworkServerPort(spec.port, spec.host, spec.tcp_port)
+        return Rfc2217ServerPort(
+            spec.port, spec.host, spec.tcp_port, idle_timeout=spec.idle_timeout, takeover=spec.takeover
+        )
+    return NetworkServerPort(
+        spec.port, spec.host, spec.tcp_port, idle_timeout=spec.idle_timeout, takeover=spec.takeover
+    )

@@ -5,7 +5,8 @@ Requests become listener calls (``app_settings``, ``app_control``, ``app_purge``
 acknowledged with the value then in effect on our side: acks do not wait for the far device, so
 pyserial's open (which waits for each ack in turn) takes milliseconds, not round trips. Modem
 lines reported by the far side (``set_modem_lines``) become NOTIFY-MODEMSTATE, filtered by the
-client's mask. Each connection starts from a clean codec (masks back to their defaults).
+client's mask. Each connection starts from a clean codec (masks back to their defaults) and the
+initial line settings, also one that took the port over from another (``takeover``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ _CONTROL_REQUESTS = {
 class Rfc2217ServerPort(NetworkServerPort):
     kind = "RFC 2217"
 
-    def __init__(self, name: str, host: str, port: int) -> None:
-        super().__init__(name, host, port)
+    def __init__(self, name: str, host: str, port: int, *, idle_timeout: float = 0.0, takeover: bool = False) -> None:
+        super().__init__(name, host, port, idle_timeout=idle_timeout, takeover=takeover)
         self.codec = r.Rfc2217Server()
         self.initial_settings = self.settings
         self._transport: asyncio.Transport | None = None
