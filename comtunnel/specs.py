@@ -63,6 +63,9 @@ class ServeSpec:
     protocol: str  # "raw" or "rfc2217"
     idle_timeout: float = 0.0
     takeover: bool = False
+    unix_path: Path | None = None  # ``PORT=unix:PATH[,mode=0660][,group=NAME]``: a Unix socket, not TCP
+    unix_mode: int = 0o600
+    unix_group: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

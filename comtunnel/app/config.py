@@ -17,6 +17,7 @@ from comtunnel.errors import UsageError
 from comtunnel.policy.admission import DEFAULT_MAX_BUFFERED, AdmissionLimits
 from comtunnel.ports.network import check_listen_address
 from comtunnel.ports.open import PortSpec
+from comtunnel.ports.unixsock import parse_endpoint
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.settings import PortSettings, SettingsError, parse_line_settings
 from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec, check_port_name
@@ -154,6 +155,21 @@ def parse_serve(options: Mapping[str, Any], labels: list[str] | None = None) -> 
             if not name or not address:
                 raise UsageError(f"expected --{protocol} PORT=HOST:TCPPORT, got {item!r}")
             check_port_name(name)
+            if address.startswith("unix:"):
+                unix = parse_endpoint(address)
+                spec = ServeSpec(
+                    name,
+                    "unix",
+                    0,
+                    protocol,
+                    idle,
+                    takeover,
+                    unix_path=unix.path,
+                    unix_mode=unix.mode,
+                    unix_group=unix.group,
+                )
+                specs.append((label, spec))
+                continue
             host, tcp_port = parse_hostport(address, default_host="127.0.0.1")
             check_listen_address(host, bool(options.get("allow_remote")), f"--{protocol} {name}")
             specs.append((label, ServeSpec(name, host, tcp_port, protocol, idle_timeout=idle, takeover=takeover)))

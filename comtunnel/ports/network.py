@@ -25,8 +25,10 @@ import socket
 from typing import cast
 
 from comtunnel.errors import PortGone, PortUnavailable, UsageError
+from comtunnel.ports import unixsock
 from comtunnel.ports.base import PortListener, SerialPort
 from comtunnel.ports.gateway_policy import KEEPALIVE, Arrival, IdleTimer, arrival
+from comtunnel.ports.unixsock import UnixEndpoint
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,11 @@ def set_keepalive(transport: asyncio.BaseTransport) -> bool:
 
 
 def _peer_of(conn: _Connection) -> str:
-    peer = conn.transport.get_extra_info("peername") if conn.transport is not None else None
+    if conn.transport is None:
+        return "?"
+    if conn.port.unix is not None:
+        return unixsock.peer_of(conn.transport)
+    peer = conn.transport.get_extra_info("peername")
     return f"{peer[0]}:{peer[1]}" if peer else "?"
 
 
@@ -119,14 +125,25 @@ class NetworkServerPort(SerialPort):
 
     kind = "raw TCP"
 
-    def __init__(self, name: str, host: str, port: int, *, idle_timeout: float = 0.0, takeover: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        *,
+        idle_timeout: float = 0.0,
+        takeover: bool = False,
+        unix: UnixEndpoint | None = None,
+    ) -> None:
+        """``unix``: listen on that Unix socket instead of ``host:port``."""
         if idle_timeout < 0:
             raise ValueError(f"idle_timeout must not be negative, got {idle_timeout!r}")
         self.name = name
         self.idle_timeout = idle_timeout
         self.takeover = takeover
         self.host, self.port = host, port
-        self.description = f"{self.kind} {host}:{port}"
+        self.unix = unix
+        self.description = f"{self.kind} {unix.describe() if unix else f'{host}:{port}'}"
         self.settings = PortSettings()
         self.control = ControlState()
         self.modem = ModemLines.NONE
@@ -141,6 +158,7 @@ class NetworkServerPort(SerialPort):
         self._idle: IdleTimer | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._hung_up: set[_Connection] = set()  # disconnected by us, waiting for the peer to close
+        self._unix_inode = 0
 
     @property
     def peer(self) -> str:
@@ -150,6 +168,10 @@ class NetworkServerPort(SerialPort):
 
     async def open(self, listener: PortListener) -> None:
         self._listener = listener
+        if self.unix is not None:
+            self._server, self._unix_inode = await unixsock.listen(self.unix, lambda: _Connection(self), self.name)
+            log.info("%s: %s server on %s (mode %o)", self.name, self.kind, self.unix.describe(), self.unix.mode)
+            return
         try:
             self._server = await asyncio.get_running_loop().create_server(
                 lambda: _Connection(self), self.host, self.port
@@ -372,4 +394,6 @@ class NetworkServerPort(SerialPort):
         self._hung_up.clear()
         self._active = None
         self._listener = None
+        if self.unix is not None:
+            unixsock.remove(self.unix, self._unix_inode)
         await server.wait_closed()

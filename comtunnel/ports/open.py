@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from comtunnel.ports.base import SerialPort
 from comtunnel.ports.network import NetworkServerPort
+from comtunnel.ports.unixsock import UnixEndpoint
 from comtunnel.protocol.settings import ControlRequest, PortSettings
 from comtunnel.specs import ServeSpec
 
@@ -39,12 +40,10 @@ def open_device(spec: PortSpec, settings: PortSettings, control: ControlRequest)
 
 def make_server_port(spec: ServeSpec) -> NetworkServerPort:
     """A gateway's listening side: ``raw`` (socat, netcat) or ``rfc2217`` (pyserial, hub4com)."""
+    unix = UnixEndpoint(spec.unix_path, spec.unix_mode, spec.unix_group) if spec.unix_path is not None else None
+    kind: type[NetworkServerPort] = NetworkServerPort
     if spec.protocol == "rfc2217":
         from comtunnel.ports.rfc2217_server import Rfc2217ServerPort
 
-        return Rfc2217ServerPort(
-            spec.port, spec.host, spec.tcp_port, idle_timeout=spec.idle_timeout, takeover=spec.takeover
-        )
-    return NetworkServerPort(
-        spec.port, spec.host, spec.tcp_port, idle_timeout=spec.idle_timeout, takeover=spec.takeover
-    )
+        kind = Rfc2217ServerPort
+    return kind(spec.port, spec.host, spec.tcp_port, idle_timeout=spec.idle_timeout, takeover=spec.takeover, unix=unix)

@@ -16,6 +16,7 @@ import logging
 
 from comtunnel import __version__, lograte
 from comtunnel.ports.network import NetworkServerPort
+from comtunnel.ports.unixsock import UnixEndpoint
 from comtunnel.protocol import rfc2217 as r
 from comtunnel.protocol.errors import RemoteProtocolError
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings
@@ -35,8 +36,17 @@ _CONTROL_REQUESTS = {
 class Rfc2217ServerPort(NetworkServerPort):
     kind = "RFC 2217"
 
-    def __init__(self, name: str, host: str, port: int, *, idle_timeout: float = 0.0, takeover: bool = False) -> None:
-        super().__init__(name, host, port, idle_timeout=idle_timeout, takeover=takeover)
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        *,
+        idle_timeout: float = 0.0,
+        takeover: bool = False,
+        unix: UnixEndpoint | None = None,
+    ) -> None:
+        super().__init__(name, host, port, idle_timeout=idle_timeout, takeover=takeover, unix=unix)
         self.codec = r.Rfc2217Server()
         self.initial_settings = self.settings
         self._transport: asyncio.Transport | None = None
