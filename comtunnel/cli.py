@@ -55,6 +55,26 @@ def cmd_certs_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs_hub(args: argparse.Namespace) -> int:
+    from comtunnel.certs import ca_passphrase, replace_hub
+
+    for path in replace_hub(Path(args.dir), args.hub_name, ca_passphrase=ca_passphrase(args.ca_passphrase_file)):
+        print(path)
+    print(f"hub names: {', '.join(args.hub_name)}")
+    print("client certificates stay valid; restart the hub (or copy hub.crt and hub.key to it) to use the new pair")
+    return 0
+
+
+def cmd_certs_show(args: argparse.Namespace) -> int:
+    import json
+
+    from comtunnel.certs import format_certificates, show_certificates
+
+    infos = show_certificates(Path(args.dir), args.name)
+    print(json.dumps([i.as_json() for i in infos], indent=2) if args.json else format_certificates(infos))
+    return 0
+
+
 def cmd_hub(args: argparse.Namespace) -> int:
     from comtunnel.app.config import hub_config
     from comtunnel.app.hub import run_hub
@@ -190,6 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_passphrase_option(revoke, "FILE's first line unlocks an encrypted ca.key (default: ask on a terminal)")
     revoke.set_defaults(func=cmd_certs_revoke)
     client_cert.set_defaults(func=cmd_certs_client)
+
+    hub_cert = certs_sub.add_parser(
+        "hub", help="replace the hub certificate (new names) with DIR's CA; client certificates stay valid"
+    )
+    hub_cert.add_argument("dir", metavar="DIR", help="the CA directory (holds ca.key)")
+    hub_cert.add_argument(
+        "--hub-name",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="every DNS name or IP address the new certificate holds (repeatable; replaces the old ones)",
+    )
+    add_passphrase_option(hub_cert, "FILE's first line unlocks an encrypted ca.key (default: ask on a terminal)")
+    hub_cert.set_defaults(func=cmd_certs_hub)
+
+    show = certs_sub.add_parser("show", help="names, purpose, expiry, fingerprint and revocation of DIR's certificates")
+    show.add_argument("dir", metavar="DIR")
+    show.add_argument("name", metavar="NAME", nargs="?", help="only this one: ca, hub or a client's name")
+    show.add_argument("--json", action="store_true", help="print a JSON list")
+    show.set_defaults(func=cmd_certs_show)
 
     hub = sub.add_parser("hub", help="serve local serial ports to clients")
     hub.add_argument("--listen", metavar="HOST:PORT", help="accept clients here")

@@ -22,6 +22,7 @@ import datetime as dt
 import re
 import socket
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -52,6 +53,29 @@ def client_context(certs_dir: Path, name: str) -> ssl.SSLContext:
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def names_probe_context(context: ssl.SSLContext) -> ssl.SSLContext:
+    """A client context trusting exactly ``context``'s CAs, checking the chain but not the host name.
+
+    Only for reading which names a hub's certificate holds after a hostname mismatch (to say so in
+    the error): what it reads is verified against the same CA, and nothing is sent over it.
+    """
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_REQUIRED
+    probe.minimum_version = ssl.TLSVersion.TLSv1_3
+    cas = context.get_ca_certs(binary_form=True)
+    if cas:
+        probe.load_verify_locations(cadata=b"".join(cas))
+    return probe
+
+
+def is_name_mismatch(exc: BaseException | None) -> bool:
+    """Whether the peer's certificate was refused only because it is not valid for the dialled name."""
+    if not isinstance(exc, ssl.SSLCertVerificationError):
+        return False
+    return exc.verify_code in _NAME_MISMATCH or "mismatch" in str(exc.verify_message or exc)
 
 
 def peer_name(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
@@ -177,16 +201,17 @@ _REASONS = {
 }
 
 
-def describe_tls_error(exc: BaseException | None, peer: str = "hub") -> str:
+def describe_tls_error(exc: BaseException | None, peer: str = "hub", *, peer_names: Sequence[str] = ()) -> str:
     """One line, for logs and CLI errors, saying what went wrong in terms a user can act on.
 
     ``peer`` names the other side: "hub" when we are the client, "client" on the hub. ``None``
-    means the connection ended without an error.
+    means the connection ended without an error. ``peer_names``, when known, are the names the
+    peer's certificate holds: a hostname mismatch then lists them.
     """
     if exc is None:
         return f"the {peer} closed the connection"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return _describe_verify_error(exc, peer)
+        return _describe_verify_error(exc, peer, peer_names)
     if isinstance(exc, ssl.SSLEOFError):
         # TLS 1.3: a hub refusing our certificate may close before its alert reaches us.
         rejected = "; if it refused our certificate, its log says why" if peer == "hub" else ""
@@ -200,12 +225,21 @@ def describe_tls_error(exc: BaseException | None, peer: str = "hub") -> str:
     return _describe_os_error(exc, peer)
 
 
-def _describe_verify_error(exc: ssl.SSLCertVerificationError, peer: str) -> str:
+def _describe_verify_error(exc: ssl.SSLCertVerificationError, peer: str, peer_names: Sequence[str]) -> str:
     message = str(exc.verify_message or exc)
     code = exc.verify_code
-    if code in _NAME_MISMATCH or "mismatch" in message:
+    if is_name_mismatch(exc):
         dialled = re.search(r"not valid for '([^']*)'", message)
         target = repr(dialled.group(1)) if dialled else "the address we dialled"
+        if peer_names:
+            # `certs hub` replaces the certificate: the command keeps the names it holds and adds ours.
+            wanted = [*peer_names, dialled.group(1) if dialled else "NAME"]
+            command = "comtunnel certs hub DIR" + "".join(f" --hub-name {name}" for name in wanted)
+            return (
+                f"hostname mismatch: the {peer}'s certificate is not valid for {target}; it holds: "
+                f"{', '.join(peer_names)}. Connect with one of those, or add the name where the CA is kept: "
+                f"'{command}'"
+            )
         return (
             f"hostname mismatch: the {peer}'s certificate is not valid for {target} "
             "(connect with a name given to --hub-name, or make a new hub certificate)"

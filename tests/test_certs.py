@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import ipaddress
+import json
 import os
 import pty
 import select
@@ -17,7 +18,7 @@ from typing import TypeVar
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from support import comtunnel
@@ -28,9 +29,13 @@ from comtunnel.certs import (
     add_client,
     ca_passphrase,
     certificate_name,
+    format_certificates,
     init_certs,
+    replace_hub,
     revoke,
     revoked_serials,
+    show_certificates,
+    subject_alt_names,
 )
 from comtunnel.errors import CertificateError, UsageError
 from comtunnel.tls import client_context, hub_context
@@ -516,3 +521,140 @@ def test_cli_asks_for_the_passphrase_on_a_terminal(tmp_path: Path) -> None:
     assert code == 0, output
     assert "guess" not in output and "s3cret" not in output  # not echoed
     load(tmp_path / "c" / "tty.crt").verify_directly_issued_by(load(tmp_path / "c" / "ca.crt"))
+
+
+# --- a new hub certificate, and what a directory holds ----------------------------------------------
+
+
+def test_replace_hub_keeps_the_ca_and_clients_and_holds_the_new_names(tmp_path: Path) -> None:
+    init_certs(tmp_path / "c", ["pi.example.org"], ["laptop"])
+    kept = {n: (tmp_path / "c" / n).read_bytes() for n in ("ca.crt", "ca.key", "laptop.crt", "laptop.key")}
+    old_hub = load(tmp_path / "c" / "hub.crt")
+    written = replace_hub(tmp_path / "c", ["pi.example.org", "10.0.0.5", "pi.lan"])
+    assert [p.name for p in written] == ["hub.key", "hub.crt"]
+    assert {n: (tmp_path / "c" / n).read_bytes() for n in kept} == kept
+    hub, ca = load(tmp_path / "c" / "hub.crt"), load(tmp_path / "c" / "ca.crt")
+    assert hub.serial_number != old_hub.serial_number and hub.public_key() != old_hub.public_key()
+    hub.verify_directly_issued_by(ca)
+    san = extension(hub, x509.SubjectAlternativeName)
+    assert san.get_values_for_type(x509.DNSName) == ["pi.example.org", "pi.lan"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.5")]
+    assert subject_alt_names(hub) == ["pi.example.org", "10.0.0.5", "pi.lan"]
+    assert certificate_name(hub) == "pi.example.org"
+    assert list(extension(hub, x509.ExtendedKeyUsage)) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert stat.S_IMODE((tmp_path / "c" / "hub.key").stat().st_mode) == 0o600
+    assert not list((tmp_path / "c").glob("*.tmp"))
+    hub_context(tmp_path / "c")  # key and certificate belong together, signed by the CA
+
+
+def test_replace_hub_bad_arguments_and_missing_ca_write_nothing(tmp_path: Path) -> None:
+    init_certs(tmp_path / "c", ["pi.example.org"], [])
+    before = (tmp_path / "c" / "hub.crt").read_bytes()
+    for names, message in (
+        ([], "at least one --hub-name"),
+        (["a", "a"], "given twice"),
+        (["x:7000"], "without a port"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            replace_hub(tmp_path / "c", names)
+    (tmp_path / "c" / "ca.key").unlink()
+    with pytest.raises(CertificateError, match=r"ca\.key not found"):
+        replace_hub(tmp_path / "c", ["pi.lan"])
+    assert (tmp_path / "c" / "hub.crt").read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["dangling", "file"])
+@pytest.mark.parametrize("name", ["hub.crt", "hub.key"])
+def test_replace_hub_refuses_a_symlink(tmp_path: Path, name: str, kind: str) -> None:
+    init_certs(tmp_path / "c", ["hub"], [])
+    other = "hub.key" if name == "hub.crt" else "hub.crt"
+    before = (tmp_path / "c" / other).read_bytes()
+    (tmp_path / "c" / name).unlink()
+    target = plant_symlink(tmp_path / "c" / name, tmp_path, kind)
+    with pytest.raises(UsageError, match=rf"{name} {SYMLINK_REFUSED}"):
+        replace_hub(tmp_path / "c", ["hub", "hub.lan"])
+    assert_untouched(target, kind)
+    assert (tmp_path / "c" / other).read_bytes() == before  # refused before either file was written
+
+
+def test_show_certificates_names_purposes_dates_and_revocation(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    init_certs(d, ["pi.example.org", "192.168.1.20"], ["laptop", "lab-pc"])
+    infos = show_certificates(d)
+    assert [(i.name, i.purpose) for i in infos] == [
+        ("ca", "CA"),
+        ("hub", "hub"),
+        ("lab-pc", "client"),
+        ("laptop", "client"),
+    ]
+    ca, hub, lab, laptop = infos
+    assert hub.common_name == "pi.example.org" and hub.sans == ["pi.example.org", "192.168.1.20"]
+    assert laptop.common_name == "laptop" and laptop.sans == []
+    assert ca.common_name.startswith("comtunnel CA ")
+    assert all(i.issued_by_ca and i.revoked is None for i in infos)
+    assert all(3648 <= i.days_left <= 3650 for i in infos)
+    assert laptop.sha256 == load(d / "laptop.crt").fingerprint(hashes.SHA256()).hex(":").upper()
+    assert laptop.not_after == load(d / "laptop.crt").not_valid_after_utc
+
+    revoke(d, "laptop")
+    (only,) = show_certificates(d, "laptop")
+    assert only.revoked is not None and abs(only.revoked - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+    assert show_certificates(d, "lab-pc")[0].revoked is None
+    with pytest.raises(UsageError, match=r"no certificate 'carol' in .* \(there: ca, hub, lab-pc, laptop\)"):
+        show_certificates(d, "carol")
+    with pytest.raises(CertificateError, match="does not exist"):
+        show_certificates(tmp_path / "nothing")
+
+
+def test_show_marks_a_certificate_from_another_ca(tmp_path: Path) -> None:
+    init_certs(tmp_path / "c", ["hub"], ["laptop"])
+    init_certs(tmp_path / "o", ["hub"], ["stranger"])
+    for suffix in (".crt", ".key"):
+        (tmp_path / "c" / f"stranger{suffix}").write_bytes((tmp_path / "o" / f"stranger{suffix}").read_bytes())
+    (stranger,) = show_certificates(tmp_path / "c", "stranger")
+    assert not stranger.issued_by_ca
+    assert "NOT signed by ca.crt" in format_certificates([stranger])
+
+
+def test_cli_certs_hub_and_show(tmp_path: Path) -> None:
+    d = str(tmp_path / "c")
+    (tmp_path / "pass").write_text("s3cret\n")
+    done = run_cli("init", d, "--hub-name", "pi.example.org", "--client", "laptop", "--client", "lab-pc",
+                   "--ca-passphrase-file", str(tmp_path / "pass"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    done = run_cli("hub", d, "--hub-name", "pi.example.org", "--hub-name", "10.0.0.5")
+    assert done.returncode == 3 and "is encrypted and no passphrase was given" in done.stderr
+    done = run_cli("hub", d, "--hub-name", "pi.example.org", "--hub-name", "10.0.0.5",
+                   "--ca-passphrase-file", str(tmp_path / "pass"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:3] == [f"{d}/hub.key", f"{d}/hub.crt", "hub names: pi.example.org, 10.0.0.5"]
+    assert "client certificates stay valid" in done.stdout
+    done = run_cli("revoke", d, "laptop", "--ca-passphrase-file", str(tmp_path / "pass"))
+    assert done.returncode == 0, done.stderr
+
+    shown = run_cli("show", d)
+    assert shown.returncode == 0, shown.stderr
+    blocks = shown.stdout.strip().split("\n\n")
+    assert [b.splitlines()[0] for b in blocks] == [f"{n} ({d}/{n}.crt)" for n in ("ca", "hub", "lab-pc", "laptop")]
+    hub_lines = dict(line.split(None, 1) for line in blocks[1].splitlines()[1:] if not line.startswith("  name"))
+    assert hub_lines["purpose"].strip() == "hub"
+    assert hub_lines["SANs"].strip() == "pi.example.org, 10.0.0.5"
+    assert "days left" in hub_lines["not"]
+    fingerprint = load(tmp_path / "c" / "hub.crt").fingerprint(hashes.SHA256()).hex(":").upper()
+    assert hub_lines["SHA-256"].strip() == fingerprint
+    assert "revoked" not in blocks[0] + blocks[1]
+    assert blocks[2].splitlines()[-1].split() == ["revoked", "no"]
+    assert blocks[3].splitlines()[-1].split()[:2] == ["revoked", "yes,"]
+
+    one = run_cli("show", d, "laptop", "--json")
+    assert one.returncode == 0, one.stderr
+    (laptop,) = json.loads(one.stdout)
+    assert (laptop["name"], laptop["purpose"], laptop["cn"], laptop["sans"]) == ("laptop", "client", "laptop", [])
+    assert laptop["revoked"] is not None and laptop["issued_by_ca"] is True
+    assert laptop["sha256"] == load(tmp_path / "c" / "laptop.crt").fingerprint(hashes.SHA256()).hex(":").upper()
+    hub = json.loads(run_cli("show", d, "hub", "--json").stdout)[0]
+    assert hub["sans"] == ["pi.example.org", "10.0.0.5"] and hub["revoked"] is None and hub["days_left"] >= 3648
+
+    unknown = run_cli("show", d, "carol")
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert unknown.stderr.strip() == f"comtunnel: error: no certificate 'carol' in {d} (there: ca, hub, lab-pc, laptop)"

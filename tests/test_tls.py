@@ -7,6 +7,7 @@ raises on each side. After every refusal the same server context serves a good c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
@@ -15,6 +16,7 @@ import shutil
 import socket
 import ssl
 import struct
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,9 +26,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from support import Proc, comtunnel, start_hub
 
+from comtunnel.aio.tls_layer import peer_certificate
+from comtunnel.certs import init_certs, replace_hub, subject_alt_names
 from comtunnel.errors import CertificateError, UsageError
-from comtunnel.tls import client_context, describe_tls_error, hub_context, peer_name
+from comtunnel.tls import (
+    client_context,
+    describe_tls_error,
+    hub_context,
+    is_name_mismatch,
+    names_probe_context,
+    peer_name,
+)
 
 Outcome = str | None | BaseException
 
@@ -428,3 +440,70 @@ def test_expired_or_encrypted_own_certificate(copy: Path) -> None:
     )
     with pytest.raises(CertificateError, match=r"alice\.key is encrypted"):  # and no passphrase prompt on a tty
         client_context(copy, "alice")
+
+
+# --- a new hub certificate; what a hostname mismatch names ------------------------------------------------
+
+
+def test_a_new_hub_certificate_keeps_old_client_certificates_valid(tmp_path: Path) -> None:
+    """`certs hub` adds 'localhost': a client certificate made before it still connects, now by that name."""
+    d = tmp_path / "c"
+    init_certs(d, ["127.0.0.1"], ["alice"])
+    alice = client_context(d, "alice")  # loaded from the files made before the new hub certificate
+    old_alice = (d / "alice.crt").read_bytes()
+    with serving(hub_context(d)) as hub:
+        assert isinstance(refused(alice, hub.port, "localhost"), ssl.SSLCertVerificationError)
+        hub.outcome()
+    replace_hub(d, ["127.0.0.1", "localhost"])
+    assert (d / "alice.crt").read_bytes() == old_alice
+    with serving(hub_context(d)) as hub:
+        for host in ("localhost", "127.0.0.1"):
+            echo, hub_name, _ = exchange(alice, hub.port, host)
+            assert (echo, hub_name, hub.outcome()) == (b"alice:ping", "127.0.0.1", "alice")
+        assert exchange(client_context(d, "alice"), hub.port, "localhost")[0] == b"alice:ping"
+
+
+def test_a_mismatch_lists_the_names_the_hub_certificate_holds(certs: Path) -> None:
+    with serving(hub_context(certs)) as hub:
+        exc = refused(client_context(certs, "alice"), hub.port, "pi.example.org")
+        hub.outcome()
+    assert is_name_mismatch(exc) and not is_name_mismatch(ssl.SSLError("other")) and not is_name_mismatch(None)
+    assert describe_tls_error(exc, peer_names=["127.0.0.1", "localhost"]) == (
+        "hostname mismatch: the hub's certificate is not valid for 'pi.example.org'; it holds: 127.0.0.1, localhost. "
+        "Connect with one of those, or add the name where the CA is kept: "
+        "'comtunnel certs hub DIR --hub-name 127.0.0.1 --hub-name localhost --hub-name pi.example.org'"
+    )
+    assert describe_tls_error(exc).startswith("hostname mismatch: the hub's certificate is not valid for 'pi.exa")
+
+
+def test_the_names_probe_reads_only_a_certificate_our_ca_signed(certs: Path, other_certs: Path) -> None:
+    """Handshake-only: it reads the hub's verified certificate and the hub never sees a finished handshake."""
+    probe = names_probe_context(client_context(certs, "alice"))
+    assert not probe.check_hostname and probe.verify_mode == ssl.CERT_REQUIRED
+    with serving(hub_context(certs)) as hub:
+        der = asyncio.run(peer_certificate("127.0.0.1", hub.port, probe, "pi.example.org", 5))
+        assert der is not None and subject_alt_names(der) == ["127.0.0.1", "localhost"]
+        assert isinstance(hub.failure(), ssl.SSLError | OSError)  # our Finished was never sent
+    with serving(hub_context(other_certs)) as stranger:  # another CA: its names are not ours to report
+        assert asyncio.run(peer_certificate("127.0.0.1", stranger.port, probe, "127.0.0.1", 5)) is None
+        stranger.failure()
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # a peer that never answers: bounded by the timeout
+        port = silent.getsockname()[1]
+        assert asyncio.run(peer_certificate("127.0.0.1", port, probe, "127.0.0.1", 0.3)) is None
+
+
+def test_cli_mismatch_names_the_hub_certificate_names(tmp_path: Path, procs: list[Proc]) -> None:
+    """A real hub whose certificate holds only 127.0.0.1; `comtunnel list` dials it as localhost."""
+    d = tmp_path / "c"
+    init_certs(d, ["127.0.0.1"], ["alice"])
+    port = start_hub(tmp_path, d, procs, "--port", "loop0=loop://", "--control-socket", "none")
+    argv = comtunnel("list", "--connect", f"localhost:{port}", "--certs", str(d), "--name", "alice")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        "comtunnel: error: TLS with the hub failed: hostname mismatch: the hub's certificate is not valid for "
+        "'localhost'; it holds: 127.0.0.1. Connect with one of those, or add the name where the CA is kept: "
+        "'comtunnel certs hub DIR --hub-name 127.0.0.1 --hub-name localhost'"
+    )
+    ok = subprocess.run([*argv[:-5], "127.0.0.1:" + port, *argv[-4:]], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "loop0" in ok.stdout, ok.stdout + ok.stderr

@@ -203,3 +203,37 @@ class TlsLayer(asyncio.Protocol):
         if name == "cipher":
             return self._ssl.cipher()
         return self._transport.get_extra_info(name, default) if self._transport is not None else default
+
+
+async def peer_certificate(
+    host: str, port: int, context: ssl.SSLContext, server_hostname: str | None, timeout: float
+) -> bytes | None:
+    """The certificate (DER) a TLS server presents once ``context`` verified it, or None if it could not.
+
+    Only our side of the handshake is run: when it has verified the server's certificate, the
+    connection is dropped with our last flight (certificate, Finished) unsent, so the server never
+    sees a finished handshake. Used to name what a hub's certificate holds after a hostname
+    mismatch, with :func:`comtunnel.tls.names_probe_context`.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_hostname)
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    writer.write(outgoing.read())
+                    data = await reader.read(READ_CHUNK)
+                    if not data:
+                        return None
+                    incoming.write(data)
+    except (OSError, ssl.SSLError, ssl.CertificateError, TimeoutError):
+        return None
+    finally:
+        if writer is not None:
+            writer.transport.abort()
+    return tls.getpeercert(binary_form=True)

@@ -18,8 +18,9 @@ from comtunnel.aio.client.channel import ClientChannel, LinkState
 from comtunnel.aio.client.ports import LocalPorts
 from comtunnel.aio.refuse import Refusals
 from comtunnel.aio.tasks import Tasks
-from comtunnel.aio.tls_layer import TlsLayer
+from comtunnel.aio.tls_layer import TlsLayer, peer_certificate
 from comtunnel.aio.tunnel import Tunnel
+from comtunnel.certs import subject_alt_names
 from comtunnel.errors import CertificateError, PeerError, PortError, UsageError
 from comtunnel.policy.backoff import Backoff
 from comtunnel.protocol import events as ev
@@ -28,12 +29,13 @@ from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_PING_INTERVA
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ModemLines
 from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec, shown_name
-from comtunnel.tls import describe_tls_error
+from comtunnel.tls import describe_tls_error, is_name_mismatch, names_probe_context
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 15.0
 RETRY_OPEN_AFTER = 3.0
+NAMES_PROBE_TIMEOUT = 3.0  # reading the hub's names after a hostname mismatch, for the message only
 
 
 class Client:
@@ -104,7 +106,7 @@ class Client:
                     if self._fatal is not None:
                         raise self._fatal from None
                     if isinstance(exc, ssl.SSLError):
-                        raise _tls_failure(exc) from None
+                        raise await self._tls_failure(exc) from None
                     log.warning("hub %s:%s: %s", self.host, self.port, describe_tls_error(exc))
                 if self._fatal is not None:
                     raise self._fatal
@@ -135,7 +137,7 @@ class Client:
             await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
             await asyncio.wait_for(self._ports_known.wait(), HANDSHAKE_TIMEOUT)
         except (ssl.SSLError, ssl.CertificateError) as exc:
-            raise _tls_failure(exc) from None
+            raise await self._tls_failure(exc) from None
         except (OSError, TimeoutError) as exc:
             raise PeerError(f"hub {self.host}:{self.port}: {describe_tls_error(exc)}") from None
         finally:
@@ -177,7 +179,7 @@ class Client:
             await asyncio.wait_for(self._unless_closed(tunnel, self._ports_known), HANDSHAKE_TIMEOUT)
             await asyncio.wait_for(self._unless_closed(tunnel, self._resumed), HANDSHAKE_TIMEOUT)
         except (ssl.SSLError, ssl.CertificateError) as exc:
-            failure = _tls_failure(exc)
+            failure = await self._tls_failure(exc)
             raise self._fail_now(failure) if tls_failure_is_fatal else failure from None
         except (TimeoutError, ConnectionError) as exc:
             layer.abort()
@@ -196,7 +198,7 @@ class Client:
         self.connected.clear()
         if self._fatal is None and not self._stop.is_set():
             if isinstance(lost, ssl.SSLError):
-                raise _tls_failure(lost)
+                raise await self._tls_failure(lost)
             log.warning("connection to the hub lost: %s", describe_tls_error(lost) if lost else "closed by the hub")
 
     async def _unless_closed(self, tunnel: Tunnel, event: asyncio.Event) -> None:
@@ -254,6 +256,18 @@ class Client:
                     f"the hub has no port named {', '.join(map(repr, missing))} (ports: {_names(self.hub_ports)})"
                 )
             )
+
+    async def _tls_failure(self, exc: BaseException) -> CertificateError:
+        """The failed handshake as a CertificateError. After a hostname mismatch with a hub we dialled,
+        the message lists the names the hub's certificate holds, read by a second, handshake-only
+        connection that checks the certificate against our CA (nothing is sent over it)."""
+        names: list[str] = []
+        if self.listen is None and is_name_mismatch(exc):
+            probe = names_probe_context(self.ssl_context)
+            der = await peer_certificate(self.host, self.port, probe, self.server_hostname, NAMES_PROBE_TIMEOUT)
+            if der is not None:
+                names = subject_alt_names(der)
+        return CertificateError(f"TLS with the hub failed: {describe_tls_error(exc, peer_names=names)}")
 
     def _fail_now(self, exc: BaseException) -> BaseException:
         self._fatal = exc
@@ -391,7 +405,3 @@ async def fetch_ports(
 
 def _names(ports: list[dict[str, Any]]) -> str:
     return ", ".join(shown_name(p["name"]) for p in ports) or "none"
-
-
-def _tls_failure(exc: BaseException) -> CertificateError:
-    return CertificateError(f"TLS with the hub failed: {describe_tls_error(exc)}")
