@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
+import ssl
 import time
 from pathlib import Path
 
+import pytest
 from support import running_hub, wait_for
 
+from comtunnel import lograte
 from comtunnel.policy.admission import AdmissionLimits, BufferBudget
 from comtunnel.protocol import frames as fr
 from comtunnel.protocol.codec import FrameDecoder
@@ -146,3 +150,32 @@ def test_a_frame_longer_than_a_client_needs_is_refused_at_its_length(certs: Path
             writer.close()
 
     asyncio.run(main())
+
+
+def test_failed_handshakes_are_logged_a_few_times_then_counted(
+    certs: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 handshakes without a client certificate once gave 300 warnings in 1.3 s."""
+    monkeypatch.setattr(lograte, "_limiter", lograte.LogLimiter())
+    no_cert = ssl.create_default_context(cafile=str(certs / "ca.crt"))  # verifies the hub, offers no certificate
+
+    def certless(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with contextlib.suppress(ssl.SSLError, OSError):
+                with no_cert.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    tls.recv(1)  # TLS 1.3: the refusal arrives after the client's side of the handshake
+
+    async def main() -> None:
+        async with running_hub(certs, {"p": "loop://"}) as (hub, port):
+            for _ in range(100):
+                await asyncio.to_thread(certless, port)
+            await wait_for(lambda: hub.admission.startup_count == 0)
+
+    with caplog.at_level(logging.WARNING, logger="comtunnel"):
+        asyncio.run(main())
+    failed = [r for r in caplog.records if "TLS handshake with" in r.getMessage()]
+    assert 1 <= len(failed) <= lograte.LogLimiter().burst, len(failed)
+    lograte._limiter.window = 0
+    lograte.flush(logging.getLogger("comtunnel"))
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("failed TLS handshakes from")]
+    assert summary and f"{100 - len(failed)} more" in summary[0]
