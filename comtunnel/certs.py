@@ -31,16 +31,16 @@ import re
 import secrets
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from comtunnel.certinfo import CRL_FILE, RESERVED, revoked_serials, why
 from comtunnel.errors import CertificateError, UsageError
 
 # Keys that may sign: ours are EC, but a CA brought from elsewhere may be any of these.
@@ -50,7 +50,6 @@ _ISSUER_KEYS = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519Pr
 MAX_DAYS = 36500  # X.509 dates end in 9999; a century is plenty and keeps datetime arithmetic safe
 
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
-_RESERVED = {"ca", "hub"}
 # RFC 1123 labels, plus '_' (seen on real LANs) and a leading '*.' wildcard.
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _DNS_NAME = re.compile(rf"(\*\.)?({_LABEL}\.)*{_LABEL}\.?")
@@ -70,7 +69,7 @@ def ca_passphrase(file: str | Path | None) -> bytes | None:
         try:
             data = Path(file).read_bytes()
         except OSError as exc:
-            raise UsageError(f"cannot read the passphrase file {file}: {_why(exc)}") from None
+            raise UsageError(f"cannot read the passphrase file {file}: {why(exc)}") from None
         passphrase = data.split(b"\n", 1)[0].rstrip(b"\r")  # the first line, as openssl's -passin file:
         if not passphrase:
             raise UsageError(f"the passphrase file {file} is empty (its first line is the passphrase)")
@@ -115,7 +114,7 @@ def init_certs(
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create the certificate directory {directory}: {_why(exc)}") from None
+        raise UsageError(f"cannot create the certificate directory {directory}: {why(exc)}") from None
     ca_key = ec.generate_private_key(ec.SECP256R1())
     # A distinct CA name per run: two comtunnel CAs are told apart in `openssl x509 -text` and by OpenSSL.
     ca_name = _name(f"comtunnel CA {secrets.token_hex(4)}")
@@ -185,9 +184,6 @@ def replace_hub(
     return _issue(directory, "hub", hub_names[0], ca_cert, ca_key, days, ExtendedKeyUsageOID.SERVER_AUTH, sans)
 
 
-CRL_FILE = "crl.pem"
-
-
 def revoke(directory: Path, name: str, *, ca_passphrase: bytes | None = None) -> tuple[Path, int]:
     """Add client NAME's certificate to DIR/crl.pem (signed by the CA); return the CRL path and serial.
 
@@ -200,12 +196,12 @@ def revoke(directory: Path, name: str, *, ca_passphrase: bytes | None = None) ->
     ca_cert, ca_key = _load_ca(directory, ca_passphrase)
     cert_path = directory / f"{name}.crt"
     if not cert_path.exists():
-        known = sorted(p.stem for p in directory.glob("*.crt") if p.stem not in _RESERVED)
+        known = sorted(p.stem for p in directory.glob("*.crt") if p.stem not in RESERVED)
         raise UsageError(f"no certificate {cert_path} (clients here: {', '.join(known) or 'none'})")
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (ValueError, OSError) as exc:
-        raise CertificateError(f"cannot read {cert_path}: {_why(exc)}") from None
+        raise CertificateError(f"cannot read {cert_path}: {why(exc)}") from None
     if cert.issuer != ca_cert.subject:
         raise CertificateError(f"{cert_path} was not issued by {directory / 'ca.crt'}")
     entries = list(revoked_serials(crl_path, ca_cert).items())
@@ -230,168 +226,9 @@ def revoke(directory: Path, name: str, *, ca_passphrase: bytes | None = None) ->
     return crl_path, cert.serial_number
 
 
-def revoked_serials(crl_path: Path, ca_cert: x509.Certificate) -> dict[int, dt.datetime]:
-    """Serials in a CRL signed by ``ca_cert`` (empty if there is no CRL yet)."""
-    if not crl_path.exists():
-        return {}
-    try:
-        crl = x509.load_pem_x509_crl(crl_path.read_bytes())
-    except (ValueError, OSError) as exc:
-        raise CertificateError(f"cannot read {crl_path}: {_why(exc)}") from None
-    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
-        raise CertificateError(f"{crl_path} is not signed by this CA")
-    return {r.serial_number: r.revocation_date_utc for r in crl}
-
-
-def certificate_name(cert: x509.Certificate | bytes) -> str:
-    """The common name of a certificate (DER bytes or object): how the hub names a client in logs."""
-    if isinstance(cert, bytes):
-        try:
-            cert = x509.load_der_x509_certificate(cert)
-        except ValueError:
-            raise CertificateError("not a DER-encoded X.509 certificate") from None
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    value = names[0].value if names else "?"
-    return value if isinstance(value, str) else value.decode(errors="replace")
-
-
-def subject_alt_names(cert: x509.Certificate | bytes) -> list[str]:
-    """The DNS names and IP addresses a certificate (DER bytes or object) is valid for, in its order."""
-    if isinstance(cert, bytes):
-        try:
-            cert = x509.load_der_x509_certificate(cert)
-        except ValueError:
-            raise CertificateError("not a DER-encoded X.509 certificate") from None
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    except ValueError:  # a malformed extension: name nothing rather than fail
-        return []
-    return [str(entry.value) for entry in sans if isinstance(entry, x509.DNSName | x509.IPAddress)]
-
-
-@dataclass(frozen=True)
-class CertificateInfo:
-    """What `certs show` says about one certificate in a directory."""
-
-    name: str  # the file's stem: ca, hub or the client's name
-    path: Path
-    purpose: str  # "CA", "hub" or "client" (from the certificate, not the file name)
-    common_name: str
-    sans: list[str]
-    not_after: dt.datetime
-    sha256: str
-    issued_by_ca: bool  # signed by DIR/ca.crt (always true for ca.crt itself)
-    revoked: dt.datetime | None  # when, for a client in DIR/crl.pem
-
-    @property
-    def days_left(self) -> int:
-        return (self.not_after - dt.datetime.now(dt.UTC)).days
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "file": str(self.path),
-            "purpose": self.purpose,
-            "cn": self.common_name,
-            "sans": self.sans,
-            "not_after": self.not_after.isoformat(),
-            "days_left": self.days_left,
-            "sha256": self.sha256,
-            "issued_by_ca": self.issued_by_ca,
-            "revoked": self.revoked.isoformat() if self.revoked is not None else None,
-        }
-
-
-def show_certificates(directory: Path, name: str | None = None) -> list[CertificateInfo]:
-    """ca, hub and every client certificate in ``directory`` (or just ``name``), for `certs show`.
-
-    Needs only the certificates (and crl.pem, if there is one), not ca.key: it works on a hub too.
-    """
-    if not directory.is_dir():
-        raise CertificateError(f"certificate directory {directory} does not exist")
-    stems = sorted(p.stem for p in directory.glob("*.crt") if p.is_file())
-    order = [s for s in ("ca", "hub") if s in stems] + [s for s in stems if s not in _RESERVED]
-    if name is not None:
-        if name not in order:
-            raise UsageError(f"no certificate {name!r} in {directory} (there: {', '.join(order) or 'none'})")
-        order = [name]
-    ca_path = directory / "ca.crt"
-    ca = _read_certificate(ca_path) if ca_path.exists() else None
-    revoked = revoked_serials(directory / CRL_FILE, ca) if ca is not None else {}
-    return [_info(stem, directory / f"{stem}.crt", ca, revoked) for stem in order]
-
-
-def format_certificates(infos: list[CertificateInfo]) -> str:
-    """Aligned lines, one block per certificate."""
-    blocks = []
-    for info in infos:
-        lines = [(f"{info.name} ({info.path})", "")]
-        lines.append(("  purpose", info.purpose))
-        lines.append(("  name (CN)", info.common_name))
-        if info.sans:
-            lines.append(("  SANs", ", ".join(info.sans)))
-        left = info.days_left
-        when = f"{info.not_after:%Y-%m-%d %H:%M} UTC"
-        lines.append(("  not after", f"{when} ({left} days left)" if left >= 0 else f"{when} (EXPIRED)"))
-        lines.append(("  SHA-256", info.sha256))
-        if not info.issued_by_ca:
-            lines.append(("  issuer", "NOT signed by ca.crt in this directory"))
-        if info.purpose == "client":
-            lines.append(("  revoked", f"yes, {info.revoked:%Y-%m-%d %H:%M} UTC" if info.revoked else "no"))
-        width = max(len(key) for key, value in lines if value)
-        blocks.append("\n".join(f"{key.ljust(width)}  {value}".rstrip() if value else key for key, value in lines))
-    return "\n\n".join(blocks)
-
-
-def _info(stem: str, path: Path, ca: x509.Certificate | None, revoked: dict[int, dt.datetime]) -> CertificateInfo:
-    cert = _read_certificate(path)
-    try:
-        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    try:
-        usages = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except x509.ExtensionNotFound:
-        usages = []
-    if is_ca:
-        purpose = "CA"
-    elif ExtendedKeyUsageOID.SERVER_AUTH in usages:
-        purpose = "hub"
-    elif ExtendedKeyUsageOID.CLIENT_AUTH in usages:
-        purpose = "client"
-    else:
-        purpose = "unknown"
-    issued = ca is not None and cert.issuer == ca.subject
-    if issued and ca is not None and cert != ca:
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
-            issued = False
-    return CertificateInfo(
-        name=stem,
-        path=path,
-        purpose=purpose,
-        common_name=certificate_name(cert),
-        sans=subject_alt_names(cert),
-        not_after=cert.not_valid_after_utc,
-        sha256=cert.fingerprint(hashes.SHA256()).hex(":").upper(),
-        issued_by_ca=issued,
-        revoked=revoked.get(cert.serial_number) if issued and purpose == "client" else None,
-    )
-
-
-def _read_certificate(path: Path) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except (ValueError, OSError) as exc:
-        raise CertificateError(f"cannot read {path}: {_why(exc)}") from None
-
-
 def check_client_name(name: str) -> None:
     """Client names become file names (NAME.crt), so nothing that could leave the directory or hide."""
-    if not _CLIENT_NAME.fullmatch(name) or name.lower() in _RESERVED:
+    if not _CLIENT_NAME.fullmatch(name) or name.lower() in RESERVED:
         raise UsageError(
             f"client name {name!r} must be 1-64 letters, digits, '-', '_' or '.', not start with '.', "
             "and not be 'ca' or 'hub'"
@@ -515,14 +352,14 @@ def _write_file(path: Path, data: bytes, mode: int) -> Path:
         tmp.unlink(missing_ok=True)  # left by a crash; unlinking a symlink never touches its target
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {_why(exc)}") from None
+        raise UsageError(f"cannot write {path}: {why(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot write {path}: {_why(exc)}") from None
+        raise UsageError(f"cannot write {path}: {why(exc)}") from None
     return path
 
 
@@ -538,14 +375,14 @@ def _load_ca(directory: Path, passphrase: bytes | None = None) -> tuple[x509.Cer
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (ValueError, OSError) as exc:
-        raise CertificateError(f"cannot read {cert_path}: {_why(exc)}") from None
+        raise CertificateError(f"cannot read {cert_path}: {why(exc)}") from None
     try:
         pem = key_path.read_bytes()
         key = serialization.load_pem_private_key(pem, password=None)
     except TypeError:  # encrypted
         key = _decrypt_key(key_path, pem, passphrase)
     except (ValueError, OSError, UnsupportedAlgorithm) as exc:
-        raise CertificateError(f"cannot read {key_path}: {_why(exc)}") from None
+        raise CertificateError(f"cannot read {key_path}: {why(exc)}") from None
     if not isinstance(key, _ISSUER_KEYS) or key.public_key() != cert.public_key():
         raise CertificateError(f"{key_path} does not belong to {cert_path} (are they from the same 'certs init'?)")
     return cert, key
@@ -567,13 +404,4 @@ def _decrypt_key(key_path: Path, pem: bytes, passphrase: bytes | None) -> Privat
     except ValueError:
         raise CertificateError(f"wrong passphrase for {key_path}") from None
     except UnsupportedAlgorithm as exc:
-        raise CertificateError(f"cannot read {key_path}: {_why(exc)}") from None
-
-
-def _why(exc: BaseException) -> str:
-    """The useful part of an error: strerror for OS errors, the first line for parser errors."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    if isinstance(exc, ValueError) and "PEM" in str(exc):
-        return "not a PEM file"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CertificateError(f"cannot read {key_path}: {why(exc)}") from None

@@ -68,7 +68,7 @@ def cmd_certs_hub(args: argparse.Namespace) -> int:
 def cmd_certs_show(args: argparse.Namespace) -> int:
     import json
 
-    from comtunnel.certs import format_certificates, show_certificates
+    from comtunnel.certinfo import format_certificates, show_certificates
 
     infos = show_certificates(Path(args.dir), args.name)
     print(json.dumps([i.as_json() for i in infos], indent=2) if args.json else format_certificates(infos))

@@ -30,7 +30,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from comtunnel.certs import certificate_name, check_client_name
+from comtunnel.certinfo import certificate_name
+from comtunnel.certs import check_client_name
 from comtunnel.errors import CertificateError
 
 

@@ -23,20 +23,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from support import comtunnel
 
-from comtunnel.certs import (
+from comtunnel.certinfo import (
     CRL_FILE,
-    PASSPHRASE_ENV,
-    add_client,
-    ca_passphrase,
     certificate_name,
     format_certificates,
-    init_certs,
-    replace_hub,
-    revoke,
     revoked_serials,
     show_certificates,
     subject_alt_names,
 )
+from comtunnel.certs import PASSPHRASE_ENV, add_client, ca_passphrase, init_certs, replace_hub, revoke
 from comtunnel.errors import CertificateError, UsageError
 from comtunnel.tls import client_context, hub_context
 

@@ -29,7 +29,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from support import Proc, comtunnel, start_hub
 
 from comtunnel.aio.tls_layer import peer_certificate
-from comtunnel.certs import init_certs, replace_hub, subject_alt_names
+from comtunnel.certinfo import subject_alt_names
+from comtunnel.certs import init_certs, replace_hub
 from comtunnel.errors import CertificateError, UsageError
 from comtunnel.tls import (
     client_context,

@@ -20,7 +20,7 @@ from comtunnel.aio.refuse import Refusals
 from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tls_layer import TlsLayer, peer_certificate
 from comtunnel.aio.tunnel import Tunnel
-from comtunnel.certs import subject_alt_names
+from comtunnel.certinfo import subject_alt_names
 from comtunnel.errors import CertificateError, PeerError, PortError, UsageError
 from comtunnel.policy.backoff import Backoff
 from comtunnel.protocol import events as ev
