@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 import struct
 import termios
 import time
@@ -42,10 +43,11 @@ import time
 import serial
 from serial import serialposix
 
-from comtunnel.errors import PortError, PortGone, PortNotSupported, PortUnavailable
-from comtunnel.ports import lineconf
+from comtunnel.errors import PortBusy, PortError, PortGone, PortNotSupported, PortUnavailable
+from comtunnel.ports import lineconf, links
 from comtunnel.ports.base import PortListener, SerialPort
 from comtunnel.ports.device_io import THREAD_READ_TIMEOUT, FdIO, ThreadIO, is_pty, plain_posix
+from comtunnel.ports.uucplock import UucpLock
 from comtunnel.protocol.settings import (
     ControlRequest,
     ControlState,
@@ -71,6 +73,7 @@ class DevicePort(SerialPort):
         self.settings = settings  # in effect (read back) once open
         self.control = ControlState(dtr=bool(control.dtr), rts=bool(control.rts))
         self.exclusive = exclusive
+        self._lock: UucpLock | None = None  # the UUCP lock file, while the device is ours
         self.modem_supported = True
         self.uses_fd = False  # which data path open() chose
         self.output_stopped = False  # XOFF received (software flow control on the fd path)
@@ -99,10 +102,10 @@ class DevicePort(SerialPort):
         try:
             self.settings = await asyncio.shield(opening)
         except asyncio.CancelledError:
-            opening.add_done_callback(lambda f: _close_if_opened(f, ser))
+            opening.add_done_callback(lambda f: self._close_if_opened(f, ser))
             raise
         if self._closed:  # close() came while we were opening
-            _quiet_close(ser)
+            self._close_serial(ser)
             raise PortGone(f"{self.url} was closed while it was being opened")
         if isinstance(ser, serialposix.Serial):
             self._ioctl_fd = ser.fileno()
@@ -129,15 +132,25 @@ class DevicePort(SerialPort):
         return ser
 
     def _open_blocking(self, ser: serial.Serial) -> PortSettings:
+        posix = isinstance(ser, serialposix.Serial)
+        if posix and self.exclusive:  # as ser2net, minicom and picocom do: they honour it too
+            self._lock = UucpLock.acquire(self.url)
         try:
             ser.open()
         except (OSError, ValueError, termios.error) as exc:  # SerialException is an OSError
-            raise lineconf.open_error(self.url, exc) from None
-        fd = ser.fileno() if isinstance(ser, serialposix.Serial) else None
+            self._release_lock()
+            error = lineconf.open_error(self.url, exc)
+            if isinstance(error, PortBusy):
+                error = _name_holders(self.url, error)
+            raise error from None
+        fd = ser.fileno() if posix else None
+        if fd is not None and self.exclusive:
+            with contextlib.suppress(OSError):  # no other open() of the tty, except by root
+                fcntl.ioctl(fd, termios.TIOCEXCL)
         try:
             return lineconf.configure(ser, fd, self.settings, own_ixon=plain_posix(ser))
         except (OSError, ValueError, termios.error) as exc:
-            _quiet_close(ser)
+            self._close_serial(ser)
             raise PortUnavailable(f"cannot use {self.settings.short()} on {self.url}: {lineconf.reason(exc)}") from None
 
     async def close(self) -> None:
@@ -165,7 +178,28 @@ class DevicePort(SerialPort):
             return
         if isinstance(io, ThreadIO):
             await asyncio.to_thread(io.join)
+        self._close_serial(ser)
+
+    def _close_serial(self, ser: serial.Serial) -> None:
+        """Close the device: TIOCEXCL off first (it outlives us while another fd keeps the tty open,
+        and would lock out our own next open), then the lock file."""
+        if isinstance(ser, serialposix.Serial) and ser.is_open and self.exclusive:
+            with contextlib.suppress(Exception):
+                fcntl.ioctl(ser.fileno(), termios.TIOCNXCL)
         _quiet_close(ser)
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def _close_if_opened(self, opening: asyncio.Future[PortSettings], ser: serial.Serial) -> None:
+        """open() was cancelled while pyserial was opening in its thread: do not leak what it opened."""
+        if not opening.cancelled() and opening.exception() is None:
+            self._close_serial(ser)
+        else:
+            self._release_lock()
 
     def fail(self, reason: str, *, notify: bool = True) -> PortGone:
         """Close the port as lost (the data paths call this too); ``port_lost`` once, unless not ``notify``."""
@@ -380,12 +414,15 @@ class DevicePort(SerialPort):
         return lines | ModemLines.CD if ser.cd else lines
 
 
-def _close_if_opened(opening: asyncio.Future[PortSettings], ser: serial.Serial) -> None:
-    """open() was cancelled while pyserial was opening in its thread: do not leak what it opened."""
-    if not opening.cancelled() and opening.exception() is None:
-        _quiet_close(ser)
-
-
 def _quiet_close(ser: serial.Serial) -> None:
     with contextlib.suppress(Exception):  # closing a failed device may raise anything; it is gone either way
         ser.close()
+
+
+def _name_holders(url: str, error: PortBusy) -> PortBusy:
+    """'... is in use by another program': say which, when /proc shows it."""
+    holders = links.holders(os.path.realpath(url))
+    if not holders:
+        return error
+    names = ", ".join(f"{name} (pid {pid})" for pid, name in holders[:3])
+    return PortBusy(f"{url} is in use by {names}")
