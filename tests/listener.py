@@ -18,6 +18,9 @@ class Recorder:
         self.lost: list[PortError | None] = []
         self.opens: list[bool] = []
         self.settings: list[PortSettings] = []
+        self.settings_at: list[float] = []  # when each of ``settings`` came
+        self.purges: list[Purge] = []
+        self.flow: list[bool] = []
         self.paused = False  # set by the test around pause_reading/resume_reading
         self.closed = False  # set by the test once close() has returned
         self.violations: list[str] = []
@@ -45,6 +48,7 @@ class Recorder:
 
     def port_flow(self, stopped: bool) -> None:
         self._check("port_flow")
+        self.flow.append(stopped)
 
     def port_lost(self, exc: PortError | None) -> None:
         self._check("port_lost")
@@ -53,6 +57,7 @@ class Recorder:
     def app_settings(self, settings: PortSettings) -> None:
         self._check("app_settings")
         self.settings.append(settings)
+        self.settings_at.append(time.monotonic())
 
     def app_open(self, is_open: bool) -> None:
         self._check("app_open")
@@ -60,6 +65,7 @@ class Recorder:
 
     def app_purge(self, which: Purge) -> None:
         self._check("app_purge")
+        self.purges.append(which)
 
     def app_control(self, request: ControlRequest) -> None:
         self._check("app_control")

@@ -16,7 +16,6 @@ import time
 import tty
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import serial
 
@@ -162,47 +161,6 @@ class Proc:
                 self.popen.wait()
         self._out.close()
         return self.popen.returncode
-
-
-class Recorder:
-    """A PortListener that only records what a port backend tells it (the consumer, not the thing tested)."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.settings: list[tuple[float, Any]] = []
-        self.opens: list[bool] = []
-        self.purges: list[Any] = []
-        self.modem: list[Any] = []
-        self.flow: list[bool] = []
-        self.lost: list[object] = []
-        self.drained = 0
-
-    def port_data(self, data: bytes) -> None:
-        self.data += data
-
-    def port_drained(self) -> None:
-        self.drained += 1
-
-    def port_modem(self, lines: Any) -> None:
-        self.modem.append(lines)
-
-    def port_flow(self, stopped: bool) -> None:
-        self.flow.append(stopped)
-
-    def port_lost(self, exc: object) -> None:
-        self.lost.append(exc)
-
-    def app_settings(self, settings: Any) -> None:
-        self.settings.append((time.monotonic(), settings))
-
-    def app_open(self, is_open: bool) -> None:
-        self.opens.append(is_open)
-
-    def app_purge(self, which: Any) -> None:
-        self.purges.append(which)
-
-    def app_control(self, request: Any) -> None:
-        pass
 
 
 def start_hub(tmp: Path, certs: Path, procs: list[Proc], *args: str, name: str = "hub") -> str:

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import serial
-from support import Recorder, wait_for
+from listener import Recorder
+from support import wait_for
 
 from comtunnel.ports.gateway_policy import KEEPALIVE, Arrival, IdleTimer, arrival
 from comtunnel.ports.network import NetworkServerPort

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import serial
-from support import Recorder, open_app, read_exactly, wait_for, write_all
+from listener import Recorder
+from support import open_app, read_exactly, wait_for, write_all
 
 from comtunnel.errors import UsageError
 from comtunnel.ports import termios2
@@ -115,8 +116,8 @@ def test_termios_changes_arrive_within_50_ms(tmp_path: Path) -> None:
                 for key, value in change.items():
                     setattr(app, key, value)
                 await wait_for(lambda b=before: len(rec.settings) > b, 1.0, 0.001)  # type: ignore[misc]
-                delays.append(rec.settings[-1][0] - start)
-            last = rec.settings[-1][1]
+                delays.append(rec.settings_at[-1] - start)
+            last = rec.settings[-1]
             assert last.baudrate == 12_000_000 and last.stopbits is StopBits.TWO and last.rtscts and last.xonxoff
             assert (last.bytesize, last.parity.value) == (7, "E")  # from the link: a PTY cannot hold them
             assert max(delays) < 0.05, delays
