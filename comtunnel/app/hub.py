@@ -37,6 +37,11 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
         found = [PortSpec(n, d) for n, d in watcher.ports.items() if all(s.name != n for s in specs)]
         log.info("--port auto: %s", ", ".join(f"{s.name}={s.device}" for s in found) or "no serial ports yet")
         specs.extend(found)
+    for spec in specs:
+        if spec.missing:
+            log.warning(
+                "port %s: %s does not exist (yet); clients are told so until it appears", spec.name, spec.device
+            )
     hub = Hub(
         specs,
         context,

@@ -8,6 +8,7 @@ imported when first used, so a process that never opens an RFC 2217 port never l
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 from comtunnel.ports.base import SerialPort
@@ -23,6 +24,11 @@ class PortSpec:
 
     name: str
     device: str
+
+    @property
+    def missing(self) -> bool:
+        """A device path that does not exist now (URLs such as ``loop://`` are never missing)."""
+        return self.device.startswith("/") and not os.path.exists(self.device)
 
 
 PortFactory = Callable[[PortSpec, PortSettings, ControlRequest], SerialPort]

@@ -274,7 +274,9 @@ class Hub:
             {
                 "name": spec.name,
                 "device": spec.device,
-                "state": registry.state(spec.name).value,
+                "state": "missing"
+                if spec.missing and spec.name not in registry.holders
+                else registry.state(spec.name).value,
                 "holder": registry.holder_name(spec.name),
                 "settings": settings.get(spec.name),
                 "monitors": len(self.hub_ports.watchers.get(spec.name, ())),

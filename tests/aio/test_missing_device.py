@@ -1,0 +1,33 @@
+"""A device that is not there is visible from the start: the hub warns, and `list` and `status` say
+"missing" instead of "free" (issue 14, point 6)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import Proc, comtunnel, start_hub
+
+
+@pytest.mark.timeout(60)
+def test_a_missing_device_is_reported_at_start_and_in_list_and_status(
+    tmp_path: Path, certs: Path, procs: list[Proc]
+) -> None:
+    sock = tmp_path / "hub.sock"
+    hub_port = start_hub(
+        tmp_path, certs, procs, "--port=gone=/dev/ttyNOPE0", "--port=ok=loop://", f"--control-socket={sock}"
+    )
+    procs[0].wait_for(r"port gone: /dev/ttyNOPE0 does not exist \(yet\)")
+    listed = subprocess.run(
+        comtunnel("list", f"--connect=127.0.0.1:{hub_port}", f"--certs={certs}", "--name=alice"),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert "missing" in rows["gone"] and "free" in rows["ok"]
+    status = subprocess.run(comtunnel("status", f"--socket={sock}"), capture_output=True, text=True, timeout=20)
+    assert status.returncode == 0, status.stderr
+    assert any(line.startswith("gone") and "missing" in line for line in status.stdout.splitlines())
