@@ -6,6 +6,7 @@ become the options' defaults, so the command line still overrides them (for a re
 command line's list replaces the file's). The key set is read from the argument parser itself, so
 new options get keys without anyone remembering to add them. Tables other than the command's own
 (``[access]`` for the hub) are refused, as are unknown keys, with the nearest known key suggested.
+Relative paths in a file are taken from the file's directory, not from wherever the command runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from comtunnel.errors import ComtunnelError, ConfigError
 
 #: Per key, a check run on each value (raising ComtunnelError), so a bad value names its key.
 Validators = dict[str, Callable[[str], object]]
+
+#: Keys whose value is a path, and keys whose values are NAME=PATH[,settings].
+PATH_KEYS = frozenset({"certs", "crl", "control-socket", "link-dir", "socket"})
+ASSIGNED_PATH_KEYS = frozenset({"link"})
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -89,7 +94,7 @@ def apply(
         action = options.get(key)
         if action is None:
             raise ConfigError(f"{path}: unknown key {key!r}{_suggest(key, [*options, *tables])}")
-        default = _convert(path, key, action, value, (validators or {}).get(key))
+        default = _convert(path, key, action, _relative_to(path.parent, key, value), (validators or {}).get(key))
         action.default = default
         action.required = False
         if isinstance(action, argparse._AppendAction):
@@ -128,6 +133,26 @@ def _check(where: str, text: str, action: argparse.Action, validate: Callable[[s
     if action.choices is not None and converted not in action.choices:
         raise ConfigError(f"{where} must be one of {', '.join(map(str, action.choices))}")
     return converted
+
+
+def _relative_to(directory: Path, key: str, value: Any) -> Any:
+    """A relative path in the file, made relative to the file's directory."""
+
+    def anchor(text: str) -> str:
+        return text if text == "none" or Path(text).is_absolute() else str(directory / text)
+
+    if key in PATH_KEYS and isinstance(value, str) and value:
+        return anchor(value)
+    if key in ASSIGNED_PATH_KEYS:
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list) and all(isinstance(v, str) for v in items):
+            out = []
+            for item in items:
+                name, sep, rest = item.partition("=")
+                target, comma, settings = rest.partition(",")
+                out.append(f"{name}{sep}{anchor(target)}{comma}{settings}" if sep and target else item)
+            return out
+    return value
 
 
 def _suggest(key: str, known: list[str]) -> str:

@@ -122,7 +122,7 @@ async def run_demo(stop: asyncio.Event, *, seconds: float | None = None, with_ap
                 _say("a built-in app is reading gps and pinging echo; run with --no-app to try yourself:")
             else:
                 _say("try one:")
-            _say(f"  python -m serial.tools.miniterm {links[0].path} 9600")
+            _say(f"  {sys.executable} -m serial.tools.miniterm {links[0].path} 9600")
             _say("Ctrl-C stops" + (f"; stopping after {seconds:g} s" if seconds else ""))
             await _show_traffic(client, app, stop, seconds)
             if client_task.done():

@@ -113,3 +113,23 @@ def test_connection_limits_from_the_command_line_and_a_file(tmp_path: Path) -> N
         begin=4, rate=0.5, full=16, per_source=2, sessions=9, handshake_timeout=2.5
     )
     assert chosen.max_buffered == 2 << 20
+
+
+def test_relative_paths_in_a_file_are_taken_from_its_directory(tmp_path: Path) -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    where = tmp_path / "etc"
+    where.mkdir()
+    config = where / "client.toml"
+    config.write_text(
+        'connect = ["hub:7000"]\ncerts = "certs"\nname = "alice"\nlink-dir = "/abs/ports"\n'
+        'link = ["a=links/a,9600,7E1", "b=/dev/abs"]\n'
+    )
+    applied = apply(commands["client"], config)
+    args = parser.parse_args(["client"])
+    applied.finish(args)
+    assert args.certs == str(where / "certs")
+    assert args.link_dir == "/abs/ports"
+    assert args.link == [f"a={where / 'links/a'},9600,7E1", "b=/dev/abs"]
+    args = parser.parse_args(["client", "--certs", "mine"])  # the command line's stay as given
+    assert args.certs == "mine"

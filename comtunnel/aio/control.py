@@ -34,9 +34,10 @@ def default_socket_path() -> Path:
 
 
 class ControlServer:
-    def __init__(self, path: Path, server: asyncio.AbstractServer) -> None:
+    def __init__(self, path: Path, server: asyncio.AbstractServer, made: list[Path] | None = None) -> None:
         self.path = path
         self._server = server
+        self._made = made or []  # directories we made for the socket, innermost first
 
     async def close(self) -> None:
         self._server.close()
@@ -44,10 +45,15 @@ class ControlServer:
             await self._server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        for directory in self._made:  # /tmp/comtunnel-UID and the like: not left behind
+            try:
+                directory.rmdir()
+            except OSError:
+                break
 
 
 async def start_control_server(path: Path, snapshot: Snapshot) -> ControlServer:
-    _private_directory(path.parent)
+    made = _private_directory(path.parent)
     if path.exists() or path.is_symlink():
         if _answers(path):
             raise UsageError(f"another hub is running with control socket {path} (use --control-socket)")
@@ -68,12 +74,13 @@ async def start_control_server(path: Path, snapshot: Snapshot) -> ControlServer:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
-    return ControlServer(path, server)
+    return ControlServer(path, server, made)
 
 
-def _private_directory(directory: Path) -> None:
+def _private_directory(directory: Path) -> list[Path]:
     """Make ``directory`` (0700, with any missing parents), or check that an existing one is ours
-    to use: owned by us or root, and writable by nobody else."""
+    to use: owned by us or root, and writable by nobody else. Returns what it made, innermost first."""
+    made: list[Path] = []
     missing = []
     d = directory
     while not d.exists() and d.parent != d:
@@ -87,6 +94,7 @@ def _private_directory(directory: Path) -> None:
         except OSError as exc:
             raise UsageError(f"cannot create {d} for the control socket: {exc.strerror}") from None
         os.chmod(d, 0o700)  # mkdir's mode passes through the umask
+        made.insert(0, d)
     st = directory.stat()
     hint = "give --control-socket a path in a directory of your own"
     if st.st_uid not in (os.geteuid(), 0):  # e.g. a /tmp/comtunnel-UID someone else made first
@@ -94,6 +102,7 @@ def _private_directory(directory: Path) -> None:
     if st.st_mode & 0o022:
         who = "every user" if st.st_mode & 0o002 else "its group"
         raise UsageError(f"{directory} is writable by {who}, who could replace the control socket; {hint}")
+    return made
 
 
 def _answers(path: Path) -> bool:

@@ -118,7 +118,10 @@ class Tunnel(asyncio.Protocol):
                 if self.handler is not None:
                     self.handler.tunnel_event(event)
                 if isinstance(event, ev.ConnectionTerminated):
-                    log.info("%s is closing the connection: %s", self.peer, event.message or event.code)
+                    if event.code == ErrorCode.NORMAL and not event.message:
+                        log.debug("%s said goodbye", self.peer)  # e.g. after every `comtunnel list`
+                    else:
+                        log.info("%s is closing the connection: %s", self.peer, event.message or event.code)
         finally:
             self._receiving = False
         self.flush()

@@ -206,12 +206,14 @@ def test_control_socket_uses_an_existing_private_directory_as_it_is(tmp_path: Pa
             server = await start_control_server(directory / "hub.sock", dict)
             try:
                 assert (directory / "hub.sock").stat().st_mode & 0o777 == 0o600
+                if directory is made:
+                    assert made.stat().st_mode & 0o777 == 0o700 and (tmp_path / "made").stat().st_mode & 0o777 == 0o700
             finally:
                 await server.close()
 
     asyncio.run(main())
-    assert own.stat().st_mode & 0o777 == 0o755  # untouched
-    assert made.stat().st_mode & 0o777 == 0o700 and (tmp_path / "made").stat().st_mode & 0o777 == 0o700
+    assert own.stat().st_mode & 0o777 == 0o755 and own.exists()  # untouched, and kept
+    assert not (tmp_path / "made").exists()  # what the hub made is not left behind
 
 
 @pytest.mark.timeout(30)

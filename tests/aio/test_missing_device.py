@@ -31,3 +31,18 @@ def test_a_missing_device_is_reported_at_start_and_in_list_and_status(
     status = subprocess.run(comtunnel("status", f"--socket={sock}"), capture_output=True, text=True, timeout=20)
     assert status.returncode == 0, status.stderr
     assert any(line.startswith("gone") and "missing" in line for line in status.stdout.splitlines())
+
+
+@pytest.mark.timeout(60)
+def test_a_list_is_not_logged_as_a_connection_closing(tmp_path: Path, certs: Path, procs: list[Proc]) -> None:
+    hub_port = start_hub(tmp_path, certs, procs, "--port=ok=loop://")
+    for _ in range(2):
+        listed = subprocess.run(
+            comtunnel("list", f"--connect=127.0.0.1:{hub_port}", f"--certs={certs}", "--name=alice"),
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert listed.returncode == 0, listed.stderr
+    procs[0].wait_for(r"client alice \(127\.0\.0\.1:\d+\) disconnected[\s\S]*disconnected")
+    assert "is closing the connection: 0" not in procs[0].text()
