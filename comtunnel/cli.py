@@ -272,12 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument(
         "--link",
         action="append",
-        metavar="PORT=PATH[,SETTINGS]",
-        help="a virtual port at PATH for the hub's PORT, e.g. gps=/tmp/gps,4800,7E1",
+        metavar="PORT=PATH[,SETTINGS][,mode=0660,group=NAME]",
+        help="a virtual port at PATH for the hub's PORT, e.g. gps=/tmp/gps,4800,7E1,mode=0660,group=dialout",
     )
     client.add_argument(
         "--link-dir", metavar="DIR", help="where to put links for all hub ports when no --link/--attach is given"
     )
+    client.add_argument(
+        "--link-mode", metavar="MODE", help="every virtual port's mode, e.g. 0660 (per link: --link ...,mode=0660)"
+    )
+    client.add_argument(
+        "--link-group", metavar="GROUP", help="every virtual port's group, e.g. dialout (per link: ,group=NAME)"
+    )
+    client.add_argument("--link-owner", metavar="USER", help="every virtual port's owner (root only; ,owner=NAME)")
     client.add_argument(
         "--attach",
         action="append",

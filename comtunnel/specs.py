@@ -41,12 +41,32 @@ def check_port_name(name: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class LinkAccess:
+    """Who may open a virtual port: the PTY's mode, group and owner (``mode=0660,group=dialout``, as
+    socat's ``PTY,mode=660,group=dialout``). None keeps what the system gives a new PTY (its
+    creator only)."""
+
+    mode: int | None = None
+    group: str | None = None
+    owner: str | None = None  # root only
+
+    def over(self, default: LinkAccess) -> LinkAccess:
+        """These values, and ``default``'s where these have none."""
+        return LinkAccess(
+            self.mode if self.mode is not None else default.mode,
+            self.group if self.group is not None else default.group,
+            self.owner if self.owner is not None else default.owner,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class LinkSpec:
-    """``--link PORT=PATH[,settings]``: a PTY at PATH for the hub's PORT."""
+    """``--link PORT=PATH[,settings][,mode=0660,group=NAME,owner=NAME]``: a PTY at PATH for the hub's PORT."""
 
     port: str
     path: Path
     settings: PortSettings
+    access: LinkAccess = LinkAccess()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,7 @@ async def run_client(config: ClientConfig, stop: asyncio.Event) -> None:
             attach=hub.attach,
             serve=hub.serve,
             link_dir=config.link_dir,
+            link_access=config.link_access,
             server_hostname=config.hub_name,
             listen=config.listen,
             label=hub.label,

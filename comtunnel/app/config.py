@@ -20,7 +20,7 @@ from comtunnel.ports.open import PortSpec
 from comtunnel.ports.unixsock import parse_endpoint
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.settings import PortSettings, SettingsError, parse_line_settings
-from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec, check_port_name
+from comtunnel.specs import AttachSpec, LinkAccess, LinkSpec, ServeSpec, check_port_name
 
 T = TypeVar("T", int, float)
 
@@ -87,6 +87,9 @@ class ClientConfig:
     listen: HostPort | None = None  # the hub dials us (hub --connect)
     hub_name: str | None = None
     link_dir: Path | None = None
+    link_access: LinkAccess = dataclasses.field(
+        default_factory=LinkAccess
+    )  # --link-mode/--link-group/--link-owner: every link's default
     session: SessionOptions = SessionOptions()
 
 
@@ -115,6 +118,32 @@ def parse_assignment(text: str, what: str) -> tuple[str, str, PortSettings | Non
         return name, value, parse_line_settings(settings) if settings else None
     except SettingsError as exc:
         raise UsageError(f"{text!r}: {exc}") from None
+
+
+def split_link_access(text: str) -> tuple[str, LinkAccess]:
+    """``PORT=PATH[,settings][,mode=0660][,group=NAME][,owner=NAME]``: the access items taken out."""
+    kept, values = [], {}
+    head, *items = text.split(",")
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            kept.append(item)
+            continue
+        if key not in ("mode", "group", "owner") or not value:
+            raise UsageError(f"--link {text!r}: unknown option {item!r} (use mode=, group= and owner=)")
+        values[key] = value
+    mode = parse_mode(values["mode"], f"--link {text!r}") if "mode" in values else None
+    return ",".join([head, *kept]), LinkAccess(mode, values.get("group"), values.get("owner"))
+
+
+def parse_mode(text: str, where: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise UsageError(f"{where}: mode must be octal, like 0660, not {text!r}") from None
+    if mode & ~0o666:
+        raise UsageError(f"{where}: mode {text} must be read/write bits only, like 0660")
+    return mode
 
 
 def hub_labels(hubs: list[HostPort]) -> list[str]:
@@ -287,8 +316,9 @@ def client_config(options: Mapping[str, Any]) -> ClientConfig:
     hubs = {label: HubTarget(host, port, label) for (host, port), label in zip(addresses, labels, strict=True)}
     for item in options.get("link") or []:
         label, rest = qualified(item, labels, "--link")
+        rest, access = split_link_access(rest)
         name, path, settings = parse_assignment(rest, "PATH")
-        hubs[label].links.append(LinkSpec(name, Path(path), settings or PortSettings()))
+        hubs[label].links.append(LinkSpec(name, Path(path), settings or PortSettings(), access))
     for item in options.get("attach") or []:
         label, rest = qualified(item, labels, "--attach")
         name, device, settings = parse_assignment(rest, "DEVICE")
@@ -302,5 +332,10 @@ def client_config(options: Mapping[str, Any]) -> ClientConfig:
         listen=parse_hostport(listen, default_host="0.0.0.0") if listen else None,
         hub_name=options.get("hub_name"),
         link_dir=Path(options["link_dir"]) if options.get("link_dir") else None,
+        link_access=LinkAccess(
+            parse_mode(options["link_mode"], "--link-mode") if options.get("link_mode") else None,
+            options.get("link_group") or None,
+            options.get("link_owner") or None,
+        ),
         session=session_options(options),
     )

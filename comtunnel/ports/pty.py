@@ -21,8 +21,10 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import grp
 import logging
 import os
+import pwd
 import struct
 import termios
 from pathlib import Path
@@ -32,6 +34,7 @@ from comtunnel.ports import inotify, links, termios2
 from comtunnel.ports.base import PortListener, SerialPort
 from comtunnel.ports.fdio import FdWriter
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge, StopBits
+from comtunnel.specs import LinkAccess
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,10 @@ PEEK_INTERVAL = 0.02
 
 
 class PtyPort(SerialPort):
-    def __init__(self, link: Path | None, fixed: PortSettings) -> None:
+    def __init__(self, link: Path | None, fixed: PortSettings, *, access: LinkAccess | None = None) -> None:
+        """``access``: the PTY's mode, group and owner, for applications of other users."""
         self.link = link
+        self.access = access or LinkAccess()
         self.fixed = fixed
         self.settings = fixed
         self.control = ControlState()
@@ -71,6 +76,11 @@ class PtyPort(SerialPort):
             links.check_free(self.link)  # before any PTY exists; make_link checks again
         self._master, self._slave = os.openpty()
         self.slave_path = os.ttyname(self._slave)
+        try:
+            _give_access(self._slave, self.slave_path, self.access)
+        except UsageError:
+            await self.close()
+            raise
         t = termios2.get(self._slave)
         termios2.make_raw(t)
         t.lflag |= termios2.EXTPROC
@@ -329,3 +339,28 @@ class PtyPort(SerialPort):
         on a local port whose tty received it."""
         with contextlib.suppress(OSError, termios.error):
             termios.tcflow(self._slave, termios.TCOOFF if stopped else termios.TCOON)
+
+
+def _give_access(fd: int, path: str, access: LinkAccess) -> None:
+    """The PTY's owner, group and mode, so that other users' applications may open it."""
+    uid = gid = -1
+    if access.owner is not None:
+        try:
+            uid = pwd.getpwnam(access.owner).pw_uid
+        except KeyError:
+            raise UsageError(f"no user named {access.owner!r}") from None
+    if access.group is not None:
+        try:
+            gid = grp.getgrnam(access.group).gr_gid
+        except KeyError:
+            raise UsageError(f"no group named {access.group!r}") from None
+    try:
+        if uid != -1 or gid != -1:
+            os.fchown(fd, uid, gid)
+        if access.mode is not None:
+            os.fchmod(fd, access.mode)
+    except PermissionError:
+        who = f"owner {access.owner}" if access.owner else f"group {access.group}"
+        raise UsageError(
+            f"cannot give {path} {who}: only root may give a file away (or the user must be in that group)"
+        ) from None

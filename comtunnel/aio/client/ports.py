@@ -18,7 +18,7 @@ from comtunnel.errors import UsageError
 from comtunnel.ports.base import SerialPort
 from comtunnel.ports.open import make_server_port
 from comtunnel.protocol.settings import ControlRequest, PortSettings
-from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec, port_name_problem
+from comtunnel.specs import AttachSpec, LinkAccess, LinkSpec, ServeSpec, port_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")  # in a hub's label (HOST:PORT), when
 
 
 class LocalPorts:
-    def __init__(self, *, replay_bound: int, on_port_lost: Callable[[ClientChannel], None]) -> None:
+    def __init__(
+        self,
+        *,
+        replay_bound: int,
+        on_port_lost: Callable[[ClientChannel], None],
+        link_access: LinkAccess | None = None,
+    ) -> None:
+        """``link_access``: the default mode, group and owner of the virtual ports (per link: LinkSpec)."""
         self.channels: dict[str, ClientChannel] = {}  # by the hub's port name
+        self._link_access = link_access or LinkAccess()
         self._replay_bound = replay_bound
         self._on_port_lost = on_port_lost
 
@@ -37,7 +45,7 @@ class LocalPorts:
 
         for spec in specs:
             self._check_new(spec.port)
-            pty = PtyPort(spec.path, spec.settings)
+            pty = PtyPort(spec.path, spec.settings, access=spec.access.over(self._link_access))
             await self._add(spec.port, pty, spec.settings, virtual=True)
             log.info("%s: virtual port %s -> %s", spec.port, spec.path, pty.slave_path)
 

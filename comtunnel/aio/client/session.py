@@ -28,7 +28,7 @@ from comtunnel.protocol.errors import ErrorCode
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ModemLines
-from comtunnel.specs import AttachSpec, LinkSpec, ServeSpec, shown_name
+from comtunnel.specs import AttachSpec, LinkAccess, LinkSpec, ServeSpec, shown_name
 from comtunnel.tls import describe_tls_error, is_name_mismatch, names_probe_context
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class Client:
         attach: list[AttachSpec] | None = None,
         serve: list[ServeSpec] | None = None,
         link_dir: Path | None = None,
+        link_access: LinkAccess | None = None,
         server_hostname: str | None = None,
         listen: tuple[str, int] | None = None,
         label: str | None = None,
@@ -71,7 +72,9 @@ class Client:
         self.attach_specs = list(attach or [])
         self.serve_specs = list(serve or [])
         self.link_dir = link_dir
-        self.local = LocalPorts(replay_bound=replay_bound, on_port_lost=self.local_port_failed)
+        self.local = LocalPorts(
+            replay_bound=replay_bound, on_port_lost=self.local_port_failed, link_access=link_access or LinkAccess()
+        )
         self.channels = self.local.channels
         self.tunnel: Tunnel | None = None
         self.hub_ports: list[dict[str, Any]] = []
