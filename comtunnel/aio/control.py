@@ -23,14 +23,28 @@ from comtunnel.aio.metrics import Snapshot
 from comtunnel.errors import PeerError, UsageError
 
 
-def default_socket_path() -> Path:
-    """$XDG_RUNTIME_DIR/comtunnel/hub.sock; else /run/comtunnel/hub.sock for root (a system service)."""
+def runtime_directory() -> Path:
+    """$XDG_RUNTIME_DIR/comtunnel; else /run/comtunnel for root (a system service), /tmp/comtunnel-UID."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
-        return Path(runtime) / "comtunnel" / "hub.sock"
+        return Path(runtime) / "comtunnel"
     if os.geteuid() == 0:
-        return Path("/run/comtunnel/hub.sock")
-    return Path(f"/tmp/comtunnel-{os.geteuid()}") / "hub.sock"
+        return Path("/run/comtunnel")
+    return Path(f"/tmp/comtunnel-{os.geteuid()}")
+
+
+def default_socket_path() -> Path:
+    """The hub's: hub.sock in :func:`runtime_directory`."""
+    return runtime_directory() / "hub.sock"
+
+
+def client_socket_path(pid: int | None = None) -> Path:
+    """A client's: client-PID.sock beside the hub's, which `comtunnel list --local` reads."""
+    return runtime_directory() / f"client-{pid if pid is not None else os.getpid()}.sock"
+
+
+def client_sockets() -> list[Path]:
+    return sorted(runtime_directory().glob("client-*.sock"))
 
 
 class ControlServer:

@@ -4,10 +4,16 @@ directory, until stopped or until one of them fails for good."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 
 from comtunnel.aio.client import Client
+from comtunnel.aio.control import ControlServer, client_socket_path, start_control_server
 from comtunnel.app.config import ClientConfig
+from comtunnel.errors import UsageError
 from comtunnel.tls import client_context
+
+log = logging.getLogger(__name__)
 
 
 async def run_client(config: ClientConfig, stop: asyncio.Event) -> None:
@@ -33,6 +39,7 @@ async def run_client(config: ClientConfig, stop: asyncio.Event) -> None:
     ]
     runs = [asyncio.ensure_future(client.run()) for client in clients]
     stopper = asyncio.ensure_future(stop.wait())
+    control = await _start_control(clients)
     try:
         await asyncio.wait([*runs, stopper], return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -40,6 +47,21 @@ async def run_client(config: ClientConfig, stop: asyncio.Event) -> None:
             client.stop()
         stopper.cancel()
         results = await asyncio.gather(*runs, return_exceptions=True)
+        if control is not None:
+            await control.close()
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def _start_control(clients: list[Client]) -> ControlServer | None:
+    """The socket `comtunnel list --local` reads; the client works without it."""
+
+    def snapshot() -> dict[str, object]:
+        return {"pid": os.getpid(), "hubs": [client.status() for client in clients]}
+
+    try:
+        return await start_control_server(client_socket_path(), snapshot)
+    except (UsageError, OSError) as exc:
+        log.warning("no status socket for 'comtunnel list --local': %s", exc)
+        return None

@@ -80,6 +80,23 @@ class LocalPorts:
             specs.append(LinkSpec(name, directory / link, PortSettings()))
         await self.create_links(specs)
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        """What `comtunnel list --local` shows of each local port."""
+        out = []
+        for channel in self.channels.values():
+            remote = getattr(channel, "remote_settings", None)
+            out.append(
+                {
+                    "port": channel.name,
+                    "local": channel.port.description,
+                    "pty": getattr(channel.port, "slave_path", ""),
+                    "state": channel.state.value + (f": {channel.failure}" if channel.failure else ""),
+                    "settings": (remote or channel.settings).short(),
+                    "app_open": channel.app_is_open,
+                }
+            )
+        return out
+
     async def close(self) -> None:
         for channel in self.channels.values():
             channel.detach()

@@ -122,6 +122,15 @@ class Client:
         finally:
             await self._close_ports()
 
+    def status(self) -> dict[str, Any]:
+        """This hub's part of `comtunnel list --local`."""
+        return {
+            "hub": self.label,
+            "address": f"{self.host}:{self.port}",
+            "connected": self.connected.is_set(),
+            "ports": self.local.snapshot(),
+        }
+
     def stop(self) -> None:
         self._stop.set()
         if self.tunnel is not None:
