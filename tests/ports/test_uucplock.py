@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from listener import Recorder
-from support import PtyDevice
+from support import Proc, PtyDevice, start_client, start_hub
 
 from comtunnel.errors import PortBusy
 from comtunnel.ports.device import DevicePort
@@ -105,3 +105,25 @@ def test_a_stale_lock_is_replaced() -> None:
 
 def test_no_lock_directory_means_no_lock(tmp_path: Path) -> None:
     assert UucpLock.acquire("/dev/ttyS0", (tmp_path / "missing",)) is None
+
+
+@needs_lock_dir
+@pytest.mark.timeout(60)
+def test_a_client_is_told_which_program_holds_the_device(tmp_path: Path, certs: Path, procs: list[Proc]) -> None:
+    device = PtyDevice()
+    lock = LOCK_DIR / lock_name(device.path)  # type: ignore[operator]
+    holder = subprocess.Popen(["sleep", "30"])
+    lock.write_text(f"{holder.pid:10d}\n")
+    try:
+        hub_port = start_hub(tmp_path, certs, procs, f"--port=dev={device.path}")
+        client = start_client(tmp_path, certs, procs, hub_port, f"--link=dev={tmp_path / 'dev'}")
+        client.wait_for(rf"dev: .*is in use by sleep \(pid {holder.pid}\)")
+        holder.kill()
+        holder.wait(5)
+        client.wait_for(r"dev: open on the hub", timeout=20)  # the lock went stale: the next try opens it
+        assert lock.read_text().strip() == str(procs[0].popen.pid)  # the hub's now
+    finally:
+        holder.kill()
+        holder.wait(5)
+        lock.unlink(missing_ok=True)
+        device.close()
