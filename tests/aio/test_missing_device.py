@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import Proc, comtunnel, start_hub
+from support import Proc, comtunnel, start_client, start_hub
 
 
 @pytest.mark.timeout(60)
@@ -46,3 +46,12 @@ def test_a_list_is_not_logged_as_a_connection_closing(tmp_path: Path, certs: Pat
         assert listed.returncode == 0, listed.stderr
     procs[0].wait_for(r"client alice \(127\.0\.0\.1:\d+\) disconnected[\s\S]*disconnected")
     assert "is closing the connection: 0" not in procs[0].text()
+
+
+@pytest.mark.timeout(60)
+def test_the_client_says_a_refusal_once_then_only_changes(tmp_path: Path, certs: Path, procs: list[Proc]) -> None:
+    hub_port = start_hub(tmp_path, certs, procs, "--port=gone=/dev/ttyNOPE1")
+    client = start_client(tmp_path, certs, procs, hub_port, f"--link=gone={tmp_path / 'gone'}")
+    client.wait_for(r"gone: cannot open: .*\(trying again every 3 s\)")
+    procs[0].wait_for(r"(refused port 'gone'[\s\S]*){3}", timeout=20)  # the client asked three times...
+    assert client.text().count("gone: cannot open") == 1  # ...and said so once

@@ -70,6 +70,7 @@ class ClientChannel(ChannelBridge):
         self.tunnel, self.channel, self.closed = tunnel, channel, False
         self.remote_settings = settings
         self.state = LinkState.OPEN
+        self.failure = ""
         self.start_window()
         if self.settings != settings:
             log.info("%s: the hub applied %s (asked %s)", self.name, settings.short(), self.settings.short())

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from comtunnel.aio.client.channel import ClientChannel
+from comtunnel.aio.client.channel import ClientChannel, LinkState
 from comtunnel.errors import UsageError
 from comtunnel.ports.base import SerialPort
 from comtunnel.ports.open import make_server_port
@@ -90,7 +90,8 @@ class LocalPorts:
                     "port": channel.name,
                     "local": channel.port.description,
                     "pty": getattr(channel.port, "slave_path", ""),
-                    "state": channel.state.value + (f": {channel.failure}" if channel.failure else ""),
+                    "state": channel.state.value
+                    + (f": {channel.failure}" if channel.state is LinkState.FAILED else ""),
                     "settings": (remote or channel.settings).short(),
                     "app_open": channel.app_is_open,
                 }

@@ -381,8 +381,12 @@ class Client:
                 self._resumed.set()
 
     def _open_failed(self, channel: ClientChannel, code: ErrorCode | int, message: str) -> None:
+        repeated = channel.failure == message
         channel.state, channel.failure = LinkState.FAILED, message
-        log.error("%s: cannot open: %s", channel.name, message)
+        if repeated:  # the same answer as last time: said once, with the retry, not every few seconds
+            log.debug("%s: still cannot open: %s", channel.name, message)
+        else:
+            log.error("%s: cannot open: %s (trying again every %g s)", channel.name, message, RETRY_OPEN_AFTER)
         if code == ErrorCode.UNKNOWN_PORT or code == ErrorCode.ACCESS_DENIED:
             self.fail(UsageError(f"{channel.name}: {message}"))
             return
