@@ -87,6 +87,7 @@ class ClientConfig:
     hub_name: str | None = None
     link_dir: Path | None = None
     session: SessionOptions = SessionOptions()
+    connect_timeout: float | None = None  # give up after this long without reaching the hub
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -283,4 +284,15 @@ def client_config(options: Mapping[str, Any]) -> ClientConfig:
         hub_name=options.get("hub_name"),
         link_dir=Path(options["link_dir"]) if options.get("link_dir") else None,
         session=session_options(options),
+        connect_timeout=connect_timeout(options),
     )
+
+
+def connect_timeout(options: Mapping[str, Any]) -> float | None:
+    """--connect-timeout SECONDS (a TOML file may give a number): None means keep trying."""
+    if options.get("connect_timeout") is None:
+        return None
+    value = _number(options, "connect_timeout", float, 0.0)
+    if not 0 < value < 1e6:
+        raise UsageError(f"--connect-timeout: expected a positive number of seconds, got {value:g}")
+    return value
