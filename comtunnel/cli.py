@@ -115,7 +115,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     host, port = parse_hostport(args.connect)
     context = client_context(Path(args.certs), args.name)
-    ports = run(fetch_ports(host, port, context, args.hub_name))
+    ports = run(fetch_ports(host, port, context, args.hub_name, timeout=args.connect_timeout))
     rows = [("PORT", "DEVICE", "STATE", "HELD BY", "SETTINGS")]
     rows += [
         (
@@ -145,30 +145,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_until_signal(lambda stop: run_demo(stop, seconds=args.seconds, with_app=not args.no_app))
 
 
+#: After a stop signal, how long the command may take to close down before it is cancelled.
+FORCE_STOP_AFTER = 3.0
+
+
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
-    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop``; a second SIGINT aborts at once."""
+    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop``; a second SIGINT aborts at once.
+
+    The exit code after SIGINT (Ctrl-C) is 130, as for any interrupted command; after SIGTERM 0,
+    the clean stop systemd asks for. ``main`` must return promptly once ``stop`` is set; if it is
+    still busy after FORCE_STOP_AFTER seconds it is cancelled.
+    """
     from comtunnel.aio.loop import run
+
+    signals: list[signal.Signals] = []
 
     async def wrapper() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        hits = 0
+        task = asyncio.ensure_future(main(stop))
 
-        def on_signal() -> None:
-            nonlocal hits
-            hits += 1
-            if hits > 1:
-                raise SystemExit(130)
+        def on_signal(sig: signal.Signals) -> None:
+            signals.append(sig)
+            if len(signals) > 1:
+                if sig == signal.SIGINT:
+                    raise SystemExit(130)
+                return
             log.info("stopping (Ctrl-C again to force)")
             stop.set()
+            loop.call_later(FORCE_STOP_AFTER, cancel)
+
+        def cancel() -> None:
+            if not task.done():
+                log.warning("still stopping after %g s: cancelling what is left", FORCE_STOP_AFTER)
+                task.cancel()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):  # Windows
-                loop.add_signal_handler(sig, on_signal)
-        await main(stop)
+                loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not signals:
+                raise
 
     run(wrapper())
-    return 0
+    return 130 if signal.SIGINT in signals[:1] else 0
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -265,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--listen", metavar="HOST:PORT", help="wait for the hub to dial us (hub --connect)")
     client.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="give up (exit 4) after this long without reaching the hub, at the start or after a "
+        "lost connection (default: keep trying)",
+    )
+    client.add_argument(
         "--hub-name", metavar="NAME", help="the name to verify in the hub's certificate (default: the --connect host)"
     )
     client.add_argument("--certs", required=True, metavar="DIR", help="holds ca.crt, NAME.crt, NAME.key")
@@ -299,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--certs", required=True, metavar="DIR")
     listing.add_argument("--name", required=True, help="this client's certificate name")
     listing.add_argument("--hub-name", metavar="NAME", help="the name to verify in the hub's certificate")
+    listing.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        default=15.0,
+        metavar="SECONDS",
+        help="give up (exit 4) if the hub has not answered within this long (default 15)",
+    )
     listing.set_defaults(func=cmd_list)
 
     status = sub.add_parser("status", help="show a running hub's sessions, channels, bytes and rates")

@@ -33,6 +33,7 @@ async def run_client(config: ClientConfig, stop: asyncio.Event) -> None:
             listen=config.listen,
             label=hub.label,
             taken_links=taken,
+            connect_timeout=config.connect_timeout,
             **config.session.kwargs(),
         )
         for hub in config.hubs

@@ -91,6 +91,7 @@ class ClientConfig:
         default_factory=LinkAccess
     )  # --link-mode/--link-group/--link-owner: every link's default
     session: SessionOptions = SessionOptions()
+    connect_timeout: float | None = None  # give up after this long without reaching the hub
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -338,4 +339,15 @@ def client_config(options: Mapping[str, Any]) -> ClientConfig:
             options.get("link_owner") or None,
         ),
         session=session_options(options),
+        connect_timeout=connect_timeout(options),
     )
+
+
+def connect_timeout(options: Mapping[str, Any]) -> float | None:
+    """--connect-timeout SECONDS (a TOML file may give a number): None means keep trying."""
+    if options.get("connect_timeout") is None:
+        return None
+    value = _number(options, "connect_timeout", float, 0.0)
+    if not 0 < value < 1e6:
+        raise UsageError(f"--connect-timeout: expected a positive number of seconds, got {value:g}")
+    return value

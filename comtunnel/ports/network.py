@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 from typing import cast
 
@@ -40,6 +41,18 @@ HOLD_LIMIT = 1 << 20
 #: side; what it sends meanwhile is read and dropped, so unread input does not turn the close into a
 #: reset that could destroy the notice. Then the connection is aborted.
 HANG_UP_LINGER = 2.0
+
+
+def cannot_listen(host: str, port: int, what: str, exc: OSError) -> PortUnavailable:
+    """The one-line error for an address we cannot listen on (taken, not ours, not allowed): exit 5."""
+    # asyncio and uvloop put their own sentence into strerror ("error while attempting to bind...")
+    reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc) or type(exc).__name__
+    return PortUnavailable(f"cannot listen on {host}:{port} for {what}: {reason}")
+
+
+def shown_listen_address(host: str, port: int) -> str:
+    """An address we listen on, for the log: a wildcard one says that it means every interface."""
+    return f"all interfaces ({host}:{port})" if host in ("0.0.0.0", "::", "") else f"{host}:{port}"
 
 
 def check_listen_address(host: str, allow_remote: bool, what: str) -> None:
@@ -177,7 +190,7 @@ class NetworkServerPort(SerialPort):
                 lambda: _Connection(self), self.host, self.port
             )
         except OSError as exc:
-            raise PortUnavailable(f"cannot listen on {self.host}:{self.port} for {self.name}: {exc.strerror}") from None
+            raise cannot_listen(self.host, self.port, self.name, exc) from None
         self.address = self._server.sockets[0].getsockname()[:2]
         log.info("%s: %s server on %s:%s", self.name, self.kind, *self.address)
 

@@ -23,6 +23,7 @@ from comtunnel.aio.tunnel import Tunnel
 from comtunnel.certinfo import subject_alt_names
 from comtunnel.errors import CertificateError, PeerError, PortError, UsageError
 from comtunnel.policy.backoff import Backoff
+from comtunnel.ports.network import cannot_listen, shown_listen_address
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.errors import ErrorCode
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
@@ -34,6 +35,8 @@ from comtunnel.tls import describe_tls_error, is_name_mismatch, names_probe_cont
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 15.0
+#: After stop(), how long a connected session may take to say goodbye (GOAWAY) and close.
+STOP_GRACE = 0.5
 RETRY_OPEN_AFTER = 3.0
 NAMES_PROBE_TIMEOUT = 3.0  # reading the hub's names after a hostname mismatch, for the message only
 
@@ -57,8 +60,12 @@ class Client:
         replay_bound: int = DEFAULT_REPLAY_BOUND,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         dead_timeout: float = DEFAULT_DEAD_TIMEOUT,
+        connect_timeout: float | None = None,
     ) -> None:
+        """``connect_timeout``: give up (PeerError) after that many seconds without a connection
+        to the hub; None: keep trying."""
         self.host, self.port = host, port
+        self.connect_timeout = connect_timeout
         self.replay_bound = replay_bound
         self.ping_interval = ping_interval
         self.dead_timeout = dead_timeout
@@ -85,6 +92,7 @@ class Client:
         self._session_conn: Connection | None = None  # the connection whose channels a new one resumes
         self._by_id: dict[int, ClientChannel] = {}
         self._fatal: BaseException | None = None
+        self._sessions = 0  # connections that got as far as serving
         self._stop = asyncio.Event()
         self._tasks = Tasks("client")  # open retries and a reverse-mode connection
         self._refusals = Refusals("a hub connection")
@@ -92,7 +100,8 @@ class Client:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, serve, reconnect; returns on stop(), raises on a fatal error."""
+        """Connect, serve, reconnect; returns on stop(), raises on a fatal error (or when the hub
+        stayed out of reach for ``connect_timeout`` seconds)."""
         try:
             await self.local.create_links(self.link_specs)
             await self.local.create_attached(self.attach_specs)
@@ -100,27 +109,88 @@ class Client:
             if self.listen is not None:
                 await self._listen_for_hub(*self.listen)
                 return
-            backoff = Backoff()
-            while not self._stop.is_set():
-                try:
-                    await self._session()
-                    backoff.reset()
-                except (TimeoutError, OSError, PeerError) as exc:
-                    if self._fatal is not None:
-                        raise self._fatal from None
-                    if isinstance(exc, ssl.SSLError):
-                        raise await self._tls_failure(exc) from None
-                    log.warning("hub %s:%s: %s", self.host, self.port, describe_tls_error(exc))
-                if self._fatal is not None:
-                    raise self._fatal
-                if self._stop.is_set():
-                    break
-                delay = backoff.next_delay()
-                log.info("reconnecting in %.1f s", delay)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+            await self._dial()
         finally:
             await self._close_ports()
+
+    async def _dial(self) -> None:
+        """Dial until stopped, with backoff between attempts. A failure is logged when its reason
+        is new (not at every retry); with ``connect_timeout``, give up after that long without a
+        connection (from the start, or from when the last one was lost)."""
+        loop = asyncio.get_running_loop()
+        backoff = Backoff()
+        down_since = loop.time()
+        reason: str | None = None  # why the last attempt failed, as logged
+        attempts = 0
+        while not self._stop.is_set():
+            deadline = None if self.connect_timeout is None else down_since + self.connect_timeout
+            if deadline is not None and loop.time() >= deadline:
+                raise self._gave_up(reason)
+            sessions = self._sessions
+            attempts += 1
+            in_time = True
+            failure: str | None = None
+            try:
+                in_time = await self._attempt(deadline)
+            except (TimeoutError, OSError, PeerError) as exc:
+                if self._fatal is not None:
+                    raise self._fatal from None
+                if isinstance(exc, ssl.SSLError):
+                    raise await self._tls_failure(exc) from None
+                failure = describe_tls_error(exc)
+                if failure != reason or self._sessions != sessions:
+                    log.warning("hub %s:%s: %s", self.host, self.port, failure)
+                else:
+                    log.debug("hub %s:%s: attempt %d: %s", self.host, self.port, attempts, failure)
+                reason = failure
+            if self._fatal is not None:
+                raise self._fatal
+            if self._stop.is_set():
+                break
+            if self._sessions != sessions:  # it got connected: a new outage starts now
+                reason = failure
+                backoff.reset()
+                down_since, attempts = loop.time(), 0
+                deadline = None if self.connect_timeout is None else down_since + self.connect_timeout
+            if not in_time:
+                raise self._gave_up(reason)
+            delay = backoff.next_delay()
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - loop.time()))
+            log.debug("reconnecting in %.1f s", delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _attempt(self, deadline: float | None) -> bool:
+        """One :meth:`_session`, until it ends or :meth:`stop` is called; False when, still not
+        connected, it reached ``deadline`` (it is then cut short). A connected session gets
+        STOP_GRACE to say goodbye; one still connecting is aborted at once."""
+        loop = asyncio.get_running_loop()
+        session = asyncio.ensure_future(self._session())
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not session.done():
+                left = None if deadline is None or self.connected.is_set() else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return False
+                await asyncio.wait([session, stopper], timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                if stopper.done() and not session.done():
+                    if self.connected.is_set():  # stop() sent GOAWAY and closes the connection
+                        await asyncio.wait([session], timeout=STOP_GRACE)
+                    return True
+        finally:
+            stopper.cancel()
+            if not session.done():
+                session.cancel()
+                await asyncio.wait([session])
+        session.result()
+        return True
+
+    def _gave_up(self, reason: str | None) -> PeerError:
+        return PeerError(
+            f"could not reach the hub at {self.host}:{self.port} for {self.connect_timeout:g} s: "
+            f"{reason or 'no answer'}"
+        )
 
     def status(self) -> dict[str, Any]:
         """This hub's part of `comtunnel list --local`."""
@@ -140,17 +210,29 @@ class Client:
         self._fatal = exc
         self.stop()
 
-    async def fetch_ports(self) -> list[dict[str, Any]]:
-        """Connect, read the hub's port list, and leave: what `comtunnel list` shows."""
+    async def fetch_ports(self, timeout: float = HANDSHAKE_TIMEOUT) -> list[dict[str, Any]]:
+        """Connect, read the hub's port list, and leave: what `comtunnel list` shows. ``timeout``
+        bounds the whole exchange."""
         tunnel, layer = self._new_tunnel()
         loop = asyncio.get_running_loop()
+
+        async def exchange() -> None:
+            await loop.create_connection(lambda: layer, self.host, self.port)
+            await tunnel.handshake
+            await self._unless_closed(tunnel, self._ports_known)
+
         try:
-            await asyncio.wait_for(loop.create_connection(lambda: layer, self.host, self.port), HANDSHAKE_TIMEOUT)
-            await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
-            await asyncio.wait_for(self._ports_known.wait(), HANDSHAKE_TIMEOUT)
+            await asyncio.wait_for(exchange(), timeout)
         except (ssl.SSLError, ssl.CertificateError) as exc:
             raise await self._tls_failure(exc) from None
-        except (OSError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            layer.abort()
+            if str(exc):  # the TLS layer's own timeout, which says how long
+                raise PeerError(f"hub {self.host}:{self.port}: {exc}") from None
+            raise PeerError(
+                f"could not reach the hub at {self.host}:{self.port} for {timeout:g} s: no answer"
+            ) from None
+        except OSError as exc:
             raise PeerError(f"hub {self.host}:{self.port}: {describe_tls_error(exc)}") from None
         finally:
             tunnel.close()
@@ -160,8 +242,14 @@ class Client:
         """Dial the hub and serve the connection until it ends."""
         tunnel, layer = self._new_tunnel()
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.create_connection(lambda: layer, self.host, self.port), HANDSHAKE_TIMEOUT)
-        await self._serve(tunnel, layer, f"{self.host}:{self.port}", tls_failure_is_fatal=True)
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: layer, self.host, self.port), HANDSHAKE_TIMEOUT)
+            await self._serve(tunnel, layer, f"{self.host}:{self.port}", tls_failure_is_fatal=True)
+        except asyncio.CancelledError:  # stopped, or out of time: no waiting for the hub
+            layer.abort()
+            raise
+        finally:
+            self.connected.clear()
 
     def _new_tunnel(self) -> tuple[Tunnel, TlsLayer]:
         self._ports_known.clear()  # before any byte can arrive: the hub sends PORTS right away
@@ -200,6 +288,7 @@ class Client:
         log.info("connected to hub %s; ports: %s", where, _names(self.hub_ports))
         await self._prepare_channels()
         self._session_conn = tunnel.conn
+        self._sessions += 1
         self.connected.set()
         for channel in self.channels.values():
             if channel.closed:  # not carried over by a resumption
@@ -235,6 +324,11 @@ class Client:
                 await self._serve(tunnel, layer, layer.peer_address, tls_failure_is_fatal=False)
             except (TimeoutError, OSError, PeerError, CertificateError) as exc:
                 log.warning("hub connection from %s: %s", layer.peer_address, exc)
+            except asyncio.CancelledError:
+                layer.abort()
+                raise
+            finally:
+                self.connected.clear()
 
         def accept() -> asyncio.Protocol:
             nonlocal active
@@ -244,16 +338,21 @@ class Client:
             active = self._tasks.spawn(serve(tunnel, layer))
             return layer
 
-        server = await asyncio.get_running_loop().create_server(accept, host, port)
+        try:
+            server = await asyncio.get_running_loop().create_server(accept, host, port)
+        except OSError as exc:
+            raise cannot_listen(host, port, "the hub (--listen)", exc) from None
         self.listen_address = server.sockets[0].getsockname()[:2]
-        log.info("client listening for the hub on %s:%s", *self.listen_address)
+        log.info("client listening for the hub on %s", shown_listen_address(*self.listen_address))
         try:
             await self._stop.wait()
         finally:
             server.close()
-            if active is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(active, 5)
+            if active is not None:  # a connected hub gets a moment for the GOAWAY; a handshake none
+                if self.connected.is_set():
+                    await asyncio.wait([active], timeout=STOP_GRACE)
+                active.cancel()
+                await asyncio.wait([active])
         if self._fatal is not None:
             raise self._fatal
 
@@ -413,10 +512,14 @@ class Client:
 
 
 async def fetch_ports(
-    host: str, port: int, ssl_context: ssl.SSLContext, server_hostname: str | None = None
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext,
+    server_hostname: str | None = None,
+    timeout: float = HANDSHAKE_TIMEOUT,
 ) -> list[dict[str, Any]]:
     """Connect, read the hub's port list, and leave: what `comtunnel list` shows."""
-    return await Client(host, port, ssl_context, server_hostname=server_hostname).fetch_ports()
+    return await Client(host, port, ssl_context, server_hostname=server_hostname).fetch_ports(timeout)
 
 
 def _names(ports: list[dict[str, Any]]) -> str:

@@ -28,6 +28,7 @@ from comtunnel.policy.admission import DEFAULT_MAX_BUFFERED, Admission, Admissio
 from comtunnel.policy.backoff import Backoff
 from comtunnel.policy.registry import Holder
 from comtunnel.ports.discovery import PortWatcher
+from comtunnel.ports.network import cannot_listen, shown_listen_address
 from comtunnel.ports.open import PortFactory, PortSpec, make_server_port, open_device
 from comtunnel.protocol.errors import ErrorCode
 from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_GRACE, DEFAULT_PING_INTERVAL, DEFAULT_REPLAY_BOUND
@@ -115,13 +116,17 @@ class Hub:
 
     async def start(self, host: str, port: int) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self._new_connection, host, port)
+        try:
+            self.server = await loop.create_server(self._new_connection, host, port)
+        except OSError as exc:
+            raise cannot_listen(host, port, "clients (--listen)", exc) from None
         await self.start_gateways()
         self.watch_revocations()
         self._pollers.spawn(_log_summaries())
         addresses = [s.getsockname()[:2] for s in self.server.sockets]
         for host_, port_ in addresses:
-            log.info("hub listening on %s:%s with ports %s", host_, port_, ", ".join(self.ports) or "none")
+            where = shown_listen_address(host_, port_)
+            log.info("hub listening on %s with ports %s", where, ", ".join(self.ports) or "none")
         return addresses
 
     async def start_gateways(self) -> None:
