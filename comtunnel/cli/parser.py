@@ -1,199 +1,26 @@
-"""Command line: the only place that parses arguments, installs signal handlers, and exits.
-
-Every ComtunnelError becomes one line on stderr and its exit code; anything else is a bug and
-keeps its traceback.
-"""
+"""The argument parser: every command, its options and their help, and the TOML config file whose
+keys are the same options."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import logging
-import signal
-import sys
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from comtunnel import __version__
-from comtunnel.errors import ComtunnelError, UsageError
-from comtunnel.specs import shown_name
-
-log = logging.getLogger("comtunnel")
-
-
-# --- commands -----------------------------------------------------------------------------------
-
-
-def cmd_certs_init(args: argparse.Namespace) -> int:
-    from comtunnel.certs import ca_passphrase, init_certs
-
-    passphrase = ca_passphrase(args.ca_passphrase_file)
-    written = init_certs(
-        Path(args.dir), args.hub_name, args.client or [], overwrite=args.force, ca_passphrase=passphrase
-    )
-    for path in written:
-        print(path)
-    return 0
-
-
-def cmd_certs_client(args: argparse.Namespace) -> int:
-    from comtunnel.certs import add_client, ca_passphrase
-
-    for path in add_client(Path(args.dir), args.name, ca_passphrase=ca_passphrase(args.ca_passphrase_file)):
-        print(path)
-    return 0
-
-
-def cmd_certs_revoke(args: argparse.Namespace) -> int:
-    from comtunnel.certs import ca_passphrase, revoke
-
-    crl, serial = revoke(Path(args.dir), args.name, ca_passphrase=ca_passphrase(args.ca_passphrase_file))
-    print(f"revoked client {args.name!r} (certificate serial {serial:x}) in {crl}")
-    print(f"a hub with --certs {args.dir} refuses it within seconds; elsewhere copy {crl.name} into the hub's --certs")
-    return 0
-
-
-def cmd_certs_hub(args: argparse.Namespace) -> int:
-    from comtunnel.certs import ca_passphrase, replace_hub
-
-    for path in replace_hub(Path(args.dir), args.hub_name, ca_passphrase=ca_passphrase(args.ca_passphrase_file)):
-        print(path)
-    print(f"hub names: {', '.join(args.hub_name)}")
-    print("client certificates stay valid; restart the hub (or copy hub.crt and hub.key to it) to use the new pair")
-    return 0
-
-
-def cmd_certs_show(args: argparse.Namespace) -> int:
-    import json
-
-    from comtunnel.certinfo import format_certificates, show_certificates
-
-    infos = show_certificates(Path(args.dir), args.name)
-    print(json.dumps([i.as_json() for i in infos], indent=2) if args.json else format_certificates(infos))
-    return 0
-
-
-def cmd_hub(args: argparse.Namespace) -> int:
-    from comtunnel.app.config import hub_config
-    from comtunnel.app.hub import run_hub
-
-    config = hub_config(vars(args), getattr(args, "config_tables", {}), source=str(args.config))
-    return run_until_signal(lambda stop: run_hub(config, stop))
-
-
-def cmd_client(args: argparse.Namespace) -> int:
-    from comtunnel.app.client import run_client
-    from comtunnel.app.config import client_config
-
-    config = client_config(vars(args))
-    return run_until_signal(lambda stop: run_client(config, stop))
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    import json
-    import time
-
-    from comtunnel.aio.control import default_socket_path, fetch_status, format_status
-
-    path = Path(args.socket) if args.socket else default_socket_path()
-    first = fetch_status(path)
-    if args.json:
-        print(json.dumps(first, indent=2))
-        return 0
-    time.sleep(0.5)
-    print(format_status(first, fetch_status(path)))
-    return 0
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    from comtunnel.aio.client import fetch_ports
-    from comtunnel.aio.loop import run
-    from comtunnel.app.config import parse_hostport
-    from comtunnel.tls import client_context
-
-    host, port = parse_hostport(args.connect)
-    context = client_context(Path(args.certs), args.name)
-    ports = run(fetch_ports(host, port, context, args.hub_name, timeout=args.connect_timeout))
-    rows = [("PORT", "DEVICE", "STATE", "HELD BY", "SETTINGS")]
-    rows += [
-        (
-            shown_name(p["name"]),
-            _cell(p.get("device", "")),
-            _cell(p.get("state", "")),
-            _cell(p.get("holder") or "-"),
-            _cell(p.get("settings") or "-"),
-        )
-        for p in ports
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
-def _cell(value: object) -> str:
-    """What the hub said, as a table cell: no control characters, no terminal escapes."""
-    text = value if isinstance(value, str) else str(value)
-    return (text if text.isprintable() else repr(text))[:80]
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from comtunnel.demo import run_demo
-
-    return run_until_signal(lambda stop: run_demo(stop, seconds=args.seconds, with_app=not args.no_app))
-
-
-#: After a stop signal, how long the command may take to close down before it is cancelled.
-FORCE_STOP_AFTER = 3.0
-
-
-def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
-    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop``; a second SIGINT aborts at once.
-
-    The exit code after SIGINT (Ctrl-C) is 130, as for any interrupted command; after SIGTERM 0,
-    the clean stop systemd asks for. ``main`` must return promptly once ``stop`` is set; if it is
-    still busy after FORCE_STOP_AFTER seconds it is cancelled.
-    """
-    from comtunnel.aio.loop import run
-
-    signals: list[signal.Signals] = []
-
-    async def wrapper() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        task = asyncio.ensure_future(main(stop))
-
-        def on_signal(sig: signal.Signals) -> None:
-            signals.append(sig)
-            if len(signals) > 1:
-                if sig == signal.SIGINT:
-                    raise SystemExit(130)
-                return
-            log.info("stopping (Ctrl-C again to force)")
-            stop.set()
-            loop.call_later(FORCE_STOP_AFTER, cancel)
-
-        def cancel() -> None:
-            if not task.done():
-                log.warning("still stopping after %g s: cancelling what is left", FORCE_STOP_AFTER)
-                task.cancel()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):  # Windows
-                loop.add_signal_handler(sig, on_signal, sig)
-        try:
-            await task
-        except asyncio.CancelledError:
-            if not signals:
-                raise
-
-    run(wrapper())
-    return 130 if signal.SIGINT in signals[:1] else 0
-
-
-# --- parser -------------------------------------------------------------------------------------
+from comtunnel.cli.commands import (
+    cmd_certs_client,
+    cmd_certs_hub,
+    cmd_certs_init,
+    cmd_certs_revoke,
+    cmd_certs_show,
+    cmd_client,
+    cmd_demo,
+    cmd_hub,
+    cmd_list,
+    cmd_status,
+)
+from comtunnel.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -478,16 +305,6 @@ def byte_size(text: str) -> int:
     return value
 
 
-def setup_logging(verbose: int, quiet: int) -> None:
-    level = logging.INFO - 10 * verbose + 10 * quiet
-    logging.basicConfig(
-        level=max(level, logging.DEBUG),
-        format="%(asctime)s %(levelname)-7s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-
-
 CONFIG_TABLES = {"hub": frozenset({"access"})}
 
 
@@ -517,26 +334,3 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> Any:
     return apply(
         commands[command], path, tables=CONFIG_TABLES.get(command, frozenset()), validators=config_validators(command)
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        applied = apply_config_file(parser, argv)
-    except ComtunnelError as exc:
-        print(f"comtunnel: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    args = parser.parse_args(argv)
-    if applied is not None:
-        applied.finish(args)
-        args.config_tables = applied.tables
-    setup_logging(args.verbose, args.quiet)
-    func: Any = args.func
-    try:
-        return int(func(args))
-    except ComtunnelError as exc:
-        print(f"comtunnel: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
