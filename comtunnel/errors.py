@@ -67,3 +67,7 @@ class PortGone(PortError):
     """The device went away while open (USB unplugged, EIO)."""
 
     code = ErrorCode.DEVICE_GONE
+
+
+#: A log level between INFO and DEBUG (``-v``): connection details, TLS peers, every retry.
+DETAIL = 15

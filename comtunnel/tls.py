@@ -202,6 +202,29 @@ _REASONS = {
 }
 
 
+def describe_session(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
+    """The TLS version and cipher, and the peer's certificate: names, expiry, fingerprint (for -v)."""
+    if ssl_object is None:
+        return "no TLS"
+    cipher = ssl_object.cipher()
+    der = ssl_object.getpeercert(binary_form=True)
+    text = f"{ssl_object.version()} {cipher[0] if cipher else '?'}"
+    if der:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        from comtunnel.certinfo import certificate_name, subject_alt_names
+
+        cert = x509.load_der_x509_certificate(der)
+        names = ", ".join(subject_alt_names(cert)) or "none"
+        fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
+        text += (
+            f"; certificate {certificate_name(cert)!r} (SANs: {names}; serial {cert.serial_number:x}; "
+            f"until {cert.not_valid_after_utc:%Y-%m-%d}; SHA-256 {fingerprint[:23]}...)"
+        )
+    return text
+
+
 def describe_tls_error(exc: BaseException | None, peer: str = "hub", *, peer_names: Sequence[str] = ()) -> str:
     """One line, for logs and CLI errors, saying what went wrong in terms a user can act on.
 

@@ -157,12 +157,12 @@ def format_status(first: dict[str, Any], second: dict[str, Any] | None = None) -
     before = {(s["client"], s["address"], c["port"]): c for s in first["sessions"] for c in s["channels"]}
     lines = [f"hub up {_duration(now['now'] - now['started'])}; {len(now['sessions'])} session(s)"]
     lines.append("")
-    lines.append(f"{'PORT':<16} {'STATE':<32} {'DEVICE'}")
+    lines.append(f"{'PORT':<16} {'STATE':<32} {'SETTINGS':<16} {'DEVICE'}")
     for port in now["ports"]:
         state = port["state"] + (f" by {port['holder']}" if port.get("holder") else "")
         if port.get("monitors"):
             state += f", {port['monitors']} monitor(s)"
-        lines.append(f"{port['name']:<16} {state:<32} {port['device']}")
+        lines.append(f"{port['name']:<16} {state:<32} {port.get('settings') or '-':<16} {port['device']}")
     lines.append("")
     head = f"{'CLIENT':<14} {'ADDRESS':<22} {'PORT':<12} {'ACCESS':<8}"
     lines.append(f"{head} {'TO DEVICE':>12} {'FROM DEVICE':>12} {'RATE IN/OUT':>16}")

@@ -71,6 +71,7 @@ class Tunnel(asyncio.Protocol):
         self.conn = conn
         self._budget = budget
         self._charged = 0
+        self._debug = log.isEnabledFor(logging.DEBUG)  # -vv: every event's kind (checked once: the hot path)
         self.peer = peer
         self.handler: TunnelHandler | None = None
         self.on_connected: Callable[[], None] | None = None
@@ -111,6 +112,8 @@ class Tunnel(asyncio.Protocol):
         if self._budget is not None and self.conn.buffered != self._charged and not self._charge():
             return
         self._receiving = True
+        if self._debug and events:
+            log.debug("%s: %s", self.peer, ", ".join(_kind(event) for event in events))
         try:
             for event in events:
                 if isinstance(event, ev.HandshakeComplete) and not self.handshake.done():
@@ -229,3 +232,10 @@ class Tunnel(asyncio.Protocol):
         self.flush()  # the GOAWAY the connection queued
         if self.transport is not None:
             self.transport.close()
+
+
+def _kind(event: ev.Event) -> str:
+    channel = getattr(event, "channel", None)
+    data = getattr(event, "data", None)
+    size = f" {len(data)} B" if isinstance(data, bytes | bytearray) else ""
+    return f"{type(event).__name__}" + (f"[{channel}]" if channel is not None else "") + size

@@ -12,13 +12,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from comtunnel.cli.parser import apply_config_file, build_parser
-from comtunnel.errors import ComtunnelError
+from comtunnel.errors import DETAIL, ComtunnelError
 
 __all__ = ["build_parser", "main"]
 
 
 def setup_logging(verbose: int, quiet: int) -> None:
-    level = logging.INFO - 10 * verbose + 10 * quiet
+    """No option: INFO. ``-v``: DETAIL (connections, TLS peers, every retry). ``-vv``: DEBUG (every
+    event's kind as it arrives). ``-q``: warnings only; ``-qq``: errors."""
+    logging.addLevelName(DETAIL, "DETAIL")
+    level = (logging.INFO, DETAIL, logging.DEBUG)[min(verbose, 2)] if verbose else logging.INFO + 10 * quiet
     logging.basicConfig(
         level=max(level, logging.DEBUG),
         format="%(asctime)s %(levelname)-7s %(message)s",
@@ -39,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if applied is not None:
         applied.finish(args)
         args.config_tables = applied.tables
-    setup_logging(args.verbose, args.quiet)
+    setup_logging(args.verbose + args.sub_verbose, args.quiet + args.sub_quiet)
     func: Any = args.func
     try:
         return int(func(args))

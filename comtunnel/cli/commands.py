@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from comtunnel.errors import UsageError
 from comtunnel.specs import shown_name
 
 log = logging.getLogger("comtunnel")
@@ -92,9 +94,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(first, indent=2))
         return 0
-    time.sleep(0.5)
-    print(format_status(first, fetch_status(path)))
-    return 0
+    if not args.watch:
+        time.sleep(0.5)
+        print(format_status(first, fetch_status(path)))
+        return 0
+    in_place = sys.stdout.isatty()
+    while True:  # until Ctrl-C (exit 130) or the hub goes away (exit 4)
+        time.sleep(args.watch)
+        second = fetch_status(path)
+        text = format_status(first, second)
+        print(("\x1b[H\x1b[2J" if in_place else "\n") + text, flush=True)
+        first = second
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -103,6 +113,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     from comtunnel.app.config import parse_hostport
     from comtunnel.tls import client_context
 
+    if args.local:
+        return _list_local()
+    missing = [
+        option
+        for option, value in (("--connect", args.connect), ("--certs", args.certs), ("--name", args.name))
+        if not value
+    ]
+    if missing:
+        raise UsageError(f"list needs {', '.join(missing)} (or --local, for the clients running here)")
     host, port = parse_hostport(args.connect)
     context = client_context(Path(args.certs), args.name)
     ports = run(fetch_ports(host, port, context, args.hub_name, timeout=args.connect_timeout))
@@ -117,6 +136,39 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         for p in ports
     ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _list_local() -> int:
+    """The clients running here, from their status sockets: each local port and where it leads."""
+    from comtunnel.aio.control import client_sockets, fetch_status, runtime_directory
+    from comtunnel.errors import PeerError
+
+    rows = [("LINK", "PTY", "HUB", "PORT", "STATE", "SETTINGS", "APP")]
+    for path in client_sockets():
+        try:
+            status = fetch_status(path, timeout=2.0)
+        except PeerError:
+            continue  # a client that has gone: its socket is left behind
+        for hub in status.get("hubs", []):
+            for port in hub.get("ports", []):
+                rows.append(
+                    (
+                        _cell(port.get("local", "")),
+                        _cell(port.get("pty") or "-"),
+                        _cell(hub.get("hub", "")),
+                        _cell(port.get("port", "")),
+                        _cell(port.get("state", "")),
+                        _cell(port.get("settings", "")),
+                        "open" if port.get("app_open") else "-",
+                    )
+                )
+    if len(rows) == 1:
+        print(f"no comtunnel client is running here (no status socket in {runtime_directory()})")
+        return 0
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

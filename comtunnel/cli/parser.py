@@ -23,15 +23,26 @@ from comtunnel.cli.commands import (
 from comtunnel.errors import UsageError
 
 
+class _SubParser(argparse.ArgumentParser):
+    """Every command takes -v and -q after its name too (``comtunnel hub ... -v``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=0, help=argparse.SUPPRESS)
+        self.add_argument("-q", "--quiet", dest="sub_quiet", action="count", default=0, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="comtunnel",
         description="Serial ports over one mutual-TLS connection.",
     )
     parser.add_argument("--version", action="version", version=f"comtunnel {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
-    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output: connection details (-vv: every event)"
+    )
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output (-qq: errors only)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubParser)
 
     certs = sub.add_parser("certs", help="create the CA and certificates for hub and clients")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
@@ -151,9 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     client.set_defaults(func=cmd_client)
 
     listing = sub.add_parser("list", help="show a hub's ports, who holds them, and their line settings")
-    listing.add_argument("--connect", required=True, metavar="HOST:PORT")
-    listing.add_argument("--certs", required=True, metavar="DIR")
-    listing.add_argument("--name", required=True, help="this client's certificate name")
+    listing.add_argument("--connect", metavar="HOST:PORT", help="the hub to ask (not with --local)")
+    listing.add_argument("--certs", metavar="DIR")
+    listing.add_argument("--name", help="this client's certificate name")
+    listing.add_argument(
+        "--local",
+        action="store_true",
+        help="instead: the virtual ports of the clients running here (their links, hubs, state, settings)",
+    )
     listing.add_argument("--hub-name", metavar="NAME", help="the name to verify in the hub's certificate")
     listing.add_argument(
         "--connect-timeout",
@@ -167,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show a running hub's sessions, channels, bytes and rates")
     status.add_argument("--socket", metavar="PATH", help="the hub's --control-socket (default: as the hub's)")
     status.add_argument("--json", action="store_true", help="print the raw status document")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=1.0,
+        type=positive_float,
+        metavar="SECONDS",
+        help="refresh in place every SECONDS (default 1) until Ctrl-C",
+    )
     status.set_defaults(func=cmd_status)
 
     demo = sub.add_parser("demo", help="emulated devices, hub and client on 127.0.0.1")

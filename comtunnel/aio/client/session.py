@@ -21,7 +21,7 @@ from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tls_layer import TlsLayer, peer_certificate
 from comtunnel.aio.tunnel import Tunnel
 from comtunnel.certinfo import subject_alt_names
-from comtunnel.errors import CertificateError, PeerError, PortError, UsageError
+from comtunnel.errors import DETAIL, CertificateError, PeerError, PortError, UsageError
 from comtunnel.policy.backoff import Backoff
 from comtunnel.ports.network import cannot_listen, shown_listen_address
 from comtunnel.protocol import events as ev
@@ -30,7 +30,7 @@ from comtunnel.protocol.limits import DEFAULT_DEAD_TIMEOUT, DEFAULT_PING_INTERVA
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ModemLines
 from comtunnel.specs import AttachSpec, LinkAccess, LinkSpec, ServeSpec, shown_name
-from comtunnel.tls import describe_tls_error, is_name_mismatch, names_probe_context
+from comtunnel.tls import describe_session, describe_tls_error, is_name_mismatch, names_probe_context
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +217,13 @@ class Client:
         loop = asyncio.get_running_loop()
 
         async def exchange() -> None:
+            log.log(DETAIL, "connecting to hub %s:%s (as %s)", self.host, self.port, self.server_hostname)
             await loop.create_connection(lambda: layer, self.host, self.port)
             await tunnel.handshake
+            if log.isEnabledFor(DETAIL):
+                log.log(
+                    DETAIL, "hub %s:%s: %s", self.host, self.port, describe_session(layer.get_extra_info("ssl_object"))
+                )
             await self._unless_closed(tunnel, self._ports_known)
 
         try:
@@ -242,6 +247,7 @@ class Client:
         """Dial the hub and serve the connection until it ends."""
         tunnel, layer = self._new_tunnel()
         loop = asyncio.get_running_loop()
+        log.log(DETAIL, "connecting to hub %s:%s (as %s)", self.host, self.port, self.server_hostname)
         try:
             await asyncio.wait_for(loop.create_connection(lambda: layer, self.host, self.port), HANDSHAKE_TIMEOUT)
             await self._serve(tunnel, layer, f"{self.host}:{self.port}", tls_failure_is_fatal=True)
@@ -286,6 +292,8 @@ class Client:
             raise PeerError(f"no answer from the hub during the handshake ({describe_tls_error(exc)})") from None
         tunnel.peer = f"hub {where}"
         log.info("connected to hub %s; ports: %s", where, _names(self.hub_ports))
+        if log.isEnabledFor(DETAIL):
+            log.log(DETAIL, "hub %s: %s", where, describe_session(layer.get_extra_info("ssl_object")))
         await self._prepare_channels()
         self._session_conn = tunnel.conn
         self._sessions += 1

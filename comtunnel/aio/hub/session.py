@@ -20,7 +20,7 @@ from comtunnel.aio.hub.channel import HubChannel, MonitorChannel
 from comtunnel.aio.hub.ports import HubPorts
 from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tunnel import Tunnel
-from comtunnel.errors import PortError
+from comtunnel.errors import DETAIL, PortError
 from comtunnel.policy.admission import Admission, BufferBudget
 from comtunnel.policy.deadlines import Deadlines, Timeout
 from comtunnel.policy.registry import Holder, Verdict
@@ -32,7 +32,7 @@ from comtunnel.protocol.errors import ErrorCode, RemoteProtocolError
 from comtunnel.protocol.limits import HUB_MAX_FRAME
 from comtunnel.protocol.mux import Connection, Role
 from comtunnel.protocol.settings import ControlRequest
-from comtunnel.tls import describe_tls_error, peer_name
+from comtunnel.tls import describe_session, describe_tls_error, peer_name
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,8 @@ class HubSession:
         self.hub.sessions.add(self)
         self.hub.by_token[self.token] = self
         log.info("client %s connected from %s", self.client, self.address)
+        if log.isEnabledFor(DETAIL):
+            log.log(DETAIL, "client %s (%s): %s", self.client, self.address, describe_session(ssl_object))
         self.conn.announce_ports(self.hub.port_list_for(self.client))
         self.tunnel.flush_soon()
         self.deadlines.set(Timeout.HELLO, asyncio.get_running_loop().time() + HELLO_TIMEOUT)
