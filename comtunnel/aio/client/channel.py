@@ -133,8 +133,12 @@ class ClientChannel(ChannelBridge):
         log.info("%s: the device %s", self.name, "stopped our output (XOFF)" if stopped else "let output go on (XON)")
 
     def modem_changed(self, lines: ModemLines) -> None:
+        """The hub reports the device's modem lines; it repeats them after a resumption or a
+        reopen, which is logged only when they differ from what we had."""
+        changed = lines != self.modem
         self.modem = lines
         setter = getattr(self.port, "set_modem_lines", None)
         if setter is not None:
             setter(lines)
-        log.info("%s: modem lines %s", self.name, lines.describe())
+        if changed:
+            log.info("%s: modem lines %s", self.name, lines.describe())
