@@ -5,6 +5,7 @@ Everything runs through the real `comtunnel` executable; each test kills only wh
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -296,3 +297,45 @@ def test_list_connect_timeout(certs: Path) -> None:
     assert result.returncode == 4, result.stderr
     assert took < 4.0, took
     assert f"could not reach the hub at 127.0.0.1:{silent.port} for 1 s: no answer" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_typed_on_a_terminal(certs: Path) -> None:
+    """The keyboard's Ctrl-C, through a real pseudo-terminal: the terminal driver sends SIGINT to the
+    foreground process, which is the client, stuck in a handshake nobody answers."""
+    import os
+    import pty
+    import select
+
+    silent = SilentServer()
+    pid, master = pty.fork()
+    if pid == 0:  # the child: comtunnel on the terminal, as a person would run it
+        try:
+            os.execv(comtunnel()[0], [*comtunnel(*client_args(certs, silent.port))])
+        finally:
+            os._exit(127)  # never back into the test runner
+    output = b""
+    try:
+        deadline = time.monotonic() + 10
+        while not silent.accepted and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        os.write(master, b"\x03")
+        start = time.monotonic()
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() - start > 5:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError("Ctrl-C did not stop the client within 5 s")
+            if select.select([master], [], [], 0.05)[0]:
+                with contextlib.suppress(OSError):
+                    output += os.read(master, 65536)
+        took = time.monotonic() - start
+    finally:
+        silent.close()
+        os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 130, output.decode(errors="replace")
+    assert took < 1.0 and b"Traceback" not in output
