@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,30 @@ def test_relative_paths_in_a_file_are_taken_from_its_directory(tmp_path: Path) -
     assert args.link == [f"a={where / 'links/a'},9600,7E1", "b=/dev/abs"]
     args = parser.parse_args(["client", "--certs", "mine"])  # the command line's stay as given
     assert args.certs == "mine"
+
+
+@pytest.mark.timeout(60)
+def test_a_hub_config_with_relative_paths_runs_from_anywhere(tmp_path: Path, certs: Path, procs: list[Proc]) -> None:
+    import shutil
+
+    etc = tmp_path / "etc"
+    shutil.copytree(certs, etc / "certs")
+    (etc / "hub.toml").write_text(
+        'listen = "127.0.0.1:0"\ncerts = "certs"\nport = ["a=loop://"]\ncontrol-socket = "run/hub.sock"\n'
+    )
+    hub = subprocess.Popen(
+        comtunnel("hub", "--config", str(etc / "hub.toml")),
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not (etc / "run" / "hub.sock").exists() and time.monotonic() < deadline and hub.poll() is None:
+            time.sleep(0.05)
+        assert (etc / "run" / "hub.sock").exists(), hub.stderr.read() if hub.poll() is not None else "not yet"
+    finally:
+        hub.send_signal(signal.SIGINT)
+        assert hub.wait(10) == 130
+    assert not (etc / "run").exists()  # the directory the hub made for its socket, removed again
