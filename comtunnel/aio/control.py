@@ -21,6 +21,7 @@ from typing import Any
 
 from comtunnel.aio.metrics import Snapshot
 from comtunnel.errors import PeerError, UsageError
+from comtunnel.ports.unixsock import answers
 
 
 def runtime_directory() -> Path:
@@ -69,7 +70,7 @@ class ControlServer:
 async def start_control_server(path: Path, snapshot: Snapshot) -> ControlServer:
     made = _private_directory(path.parent)
     if path.exists() or path.is_symlink():
-        if _answers(path):
+        if answers(path):
             raise UsageError(f"another hub is running with control socket {path} (use --control-socket)")
         path.unlink()
 
@@ -117,16 +118,6 @@ def _private_directory(directory: Path) -> list[Path]:
         who = "every user" if st.st_mode & 0o002 else "its group"
         raise UsageError(f"{directory} is writable by {who}, who could replace the control socket; {hint}")
     return made
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        try:
-            sock.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def fetch_status(path: Path, timeout: float = 5.0) -> dict[str, Any]:

@@ -73,7 +73,7 @@ async def listen(
         st = os.lstat(path)
         if not stat.S_ISSOCK(st.st_mode):
             raise PortUnavailable(f"cannot listen on {path} for {name}: it exists and is not a socket")
-        if _answers(path):
+        if answers(path):
             raise PortUnavailable(f"cannot listen on {path} for {name}: another process is serving it")
         os.unlink(path)  # left behind by a process that died
     old_umask = os.umask(0o777 & ~endpoint.mode if gid < 0 else 0o777)  # with a group: closed until chowned
@@ -135,7 +135,8 @@ def _check_directory(directory: Path, name: str) -> None:
         raise UsageError(f"{directory} is writable by other users, who could replace the socket for {name}")
 
 
-def _answers(path: Path) -> bool:
+def answers(path: Path) -> bool:
+    """Whether a process accepts connections on the Unix socket ``path`` (else it was left behind)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(1)
         try:

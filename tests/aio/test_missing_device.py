@@ -10,6 +10,18 @@ import pytest
 from support import Proc, comtunnel, start_client, start_hub
 
 
+def list_ports(hub_port: str, certs: Path) -> subprocess.CompletedProcess[str]:
+    """`comtunnel list` against the hub, which must succeed."""
+    listed = subprocess.run(
+        comtunnel("list", f"--connect=127.0.0.1:{hub_port}", f"--certs={certs}", "--name=alice"),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert listed.returncode == 0, listed.stderr
+    return listed
+
+
 @pytest.mark.timeout(60)
 def test_a_missing_device_is_reported_at_start_and_in_list_and_status(
     tmp_path: Path, certs: Path, procs: list[Proc]
@@ -19,13 +31,7 @@ def test_a_missing_device_is_reported_at_start_and_in_list_and_status(
         tmp_path, certs, procs, "--port=gone=/dev/ttyNOPE0", "--port=ok=loop://", f"--control-socket={sock}"
     )
     procs[0].wait_for(r"port gone: /dev/ttyNOPE0 does not exist \(yet\)")
-    listed = subprocess.run(
-        comtunnel("list", f"--connect=127.0.0.1:{hub_port}", f"--certs={certs}", "--name=alice"),
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
-    assert listed.returncode == 0, listed.stderr
+    listed = list_ports(hub_port, certs)
     rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
     assert "missing" in rows["gone"] and "free" in rows["ok"]
     status = subprocess.run(comtunnel("status", f"--socket={sock}"), capture_output=True, text=True, timeout=20)
@@ -37,13 +43,7 @@ def test_a_missing_device_is_reported_at_start_and_in_list_and_status(
 def test_a_list_is_not_logged_as_a_connection_closing(tmp_path: Path, certs: Path, procs: list[Proc]) -> None:
     hub_port = start_hub(tmp_path, certs, procs, "--port=ok=loop://")
     for _ in range(2):
-        listed = subprocess.run(
-            comtunnel("list", f"--connect=127.0.0.1:{hub_port}", f"--certs={certs}", "--name=alice"),
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        assert listed.returncode == 0, listed.stderr
+        list_ports(hub_port, certs)
     procs[0].wait_for(r"client alice \(127\.0\.0\.1:\d+\) disconnected[\s\S]*disconnected")
     assert "is closing the connection: 0" not in procs[0].text()
 
