@@ -2,8 +2,9 @@
 is not its own.
 
 A link is only ever made at the path the user gave (or under --link-dir for a port name that passed
-:func:`comtunnel.specs.port_name_problem`). We replace a path only when it is a symlink whose target
-is gone (a client that died left it). A path that is a file, a directory, or a live link (another
+:func:`comtunnel.specs.port_name_problem`). We replace a path only when it is a symlink to a PTY that
+is gone (a client that died left it); a dangling link elsewhere (to an unplugged /dev/ttyUSB0) is
+someone's, and refused. A path that is a file, a directory, or a live link (another
 client's PTY, a real device) is refused, with a message that names the process holding the target.
 At exit we remove a link only while it still points at our PTY, and a directory only if we made it
 and it is empty.
@@ -37,6 +38,8 @@ def check_free(link: Path) -> str | None:
     current = os.readlink(link)
     if os.path.exists(link):
         raise UsageError(f"{link} already points at {current}{_held_by(link)}; refusing to take it over")
+    if not current.startswith("/dev/pts/"):  # not a virtual port's: someone's link to an unplugged device
+        raise UsageError(f"{link} points at {current}, which does not exist now; remove it if it is not needed")
     return current
 
 

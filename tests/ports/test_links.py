@@ -110,3 +110,15 @@ def test_holders_finds_a_process_by_its_open_file(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait(5)
+
+
+def test_a_dangling_link_that_is_not_a_pty_is_someone_elses(tmp_path: Path) -> None:
+    link = tmp_path / "gps"
+    link.symlink_to("/dev/ttyUSB-unplugged")
+
+    async def main() -> None:
+        with pytest.raises(UsageError, match="points at /dev/ttyUSB-unplugged, which does not exist now"):
+            await PtyPort(link, PortSettings()).open(Recorder())
+
+    asyncio.run(main())
+    assert os.readlink(link) == "/dev/ttyUSB-unplugged"
