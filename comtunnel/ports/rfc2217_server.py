@@ -16,7 +16,6 @@ import logging
 
 from comtunnel import __version__, lograte
 from comtunnel.ports.network import NetworkServerPort
-from comtunnel.ports.unixsock import UnixEndpoint
 from comtunnel.protocol import rfc2217 as r
 from comtunnel.protocol.errors import RemoteProtocolError
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings
@@ -36,26 +35,14 @@ _CONTROL_REQUESTS = {
 class Rfc2217ServerPort(NetworkServerPort):
     kind = "RFC 2217"
 
-    def __init__(
-        self,
-        name: str,
-        host: str,
-        port: int,
-        *,
-        idle_timeout: float = 0.0,
-        takeover: bool = False,
-        unix: UnixEndpoint | None = None,
-    ) -> None:
-        super().__init__(name, host, port, idle_timeout=idle_timeout, takeover=takeover, unix=unix)
-        self.codec = r.Rfc2217Server()
-        self.initial_settings = self.settings
-        self._transport: asyncio.Transport | None = None
-        self._refused_baud = False
+    codec: r.Rfc2217Server  # one per TCP session, made when it starts
+    _transport: asyncio.Transport | None = None
+    _refused_baud = False  # this session asked for a rate no port has: said once
 
     def _session_started(self, transport: asyncio.Transport) -> None:
         self.codec = r.Rfc2217Server()
         self._transport = transport
-        self.settings = self.initial_settings  # every client starts from a clean state
+        self.settings = PortSettings()  # every client starts from a clean state, as the port began
         self.control = ControlState()
         self._refused_baud = False
         self.codec.start()
