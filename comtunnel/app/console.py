@@ -39,14 +39,14 @@ log = logging.getLogger(__name__)
 BREAK_SECONDS = 0.25
 #: On the way out, how long the device's last output may take to reach stdout.
 FLUSH_TIMEOUT = 2.0
+PREFIX = "comtunnel: "
 
 
 async def run_console(config: ConsoleConfig, stop: asyncio.Event, *, stdin: int = 0, stdout: int = 1) -> None:
     interactive = os.isatty(stdin) and os.isatty(stdout)
     escape = config.escape if config.escape is not None else interactive
     with raw_terminal(stdin if interactive else None), _trace_file(config.log) as trace:
-        if interactive:
-            _crlf_logging()
+        _console_logging(interactive)
         console = Console(config, stdin, stdout, interactive=interactive, escape=escape, trace=trace)
         await console.run(stop)
 
@@ -65,12 +65,14 @@ def raw_terminal(fd: int | None) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def _crlf_logging() -> None:
-    """In raw mode a bare LF only moves down: log lines end with CR LF."""
+def _console_logging(interactive: bool) -> None:
+    """Log lines look like the console's notices; in raw mode a bare LF only moves down, so they
+    end with CR LF there."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
-            handler.terminator = "\r\n"
-            handler.setFormatter(logging.Formatter("comtunnel: %(message)s"))
+            handler.setFormatter(logging.Formatter(f"{PREFIX}%(message)s"))
+            if interactive:
+                handler.terminator = "\r\n"
 
 
 class _Trace:
@@ -180,7 +182,7 @@ class Console:
         if info and self.config.quiet:
             return
         end = "\r\n" if self.interactive else "\n"
-        _write_stderr(f"\r[comtunnel] {text}{end}" if self.interactive else f"[comtunnel] {text}{end}")
+        _write_stderr(f"\r{PREFIX}{text}{end}" if self.interactive else f"{PREFIX}{text}{end}")
 
     def banner(self) -> None:
         where = f"{self.config.hub_port} on {self.config.host}:{self.config.port}"
@@ -208,7 +210,7 @@ class Console:
             case Command.HELP:
                 self.notice(HELP)
             case Command.SETTINGS_PROMPT:
-                _write_stderr("\r\n[comtunnel] settings (e.g. 115200,8N1), Enter: ")
+                _write_stderr(f"\r\n{PREFIX}settings (e.g. 115200,8N1), Enter: ")
             case Command.SETTINGS_CANCELLED:
                 _write_stderr("\r\n")
                 self.notice("settings unchanged")
@@ -292,8 +294,6 @@ class Console:
                     self.notice("connection back: session resumed, nothing lost")
             case ev.ResumeRefused():
                 self.notice("connection back, but the hub had ended the session: reopening the port")
-            case ev.ChannelErrorReceived(_, _, message):
-                self.notice(f"hub: {message}")
         self._check_drained()
 
     def _opened_notice(self, settings: PortSettings, info: dict[str, Any]) -> None:
