@@ -106,7 +106,7 @@ def _convert(
     path: Path, key: str, action: argparse.Action, value: Any, validate: Callable[[str], object] | None
 ) -> Any:
     where = f"{path}: key {key!r}"
-    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse.BooleanOptionalAction):
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, not {value!r}")
         return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -28,9 +29,11 @@ class Console:
     """A `comtunnel console` process. ``terminal``: its stdin, stdout and stderr are one new
     pseudo-terminal (``master`` is the keyboard and screen); else stdin and stdout are pipes."""
 
-    def __init__(self, tmp: Path, certs: Path, hub_port: int | str, *args: str, terminal: bool = False) -> None:
+    def __init__(
+        self, tmp: Path, certs: Path, hub_port: int | str, *args: str, terminal: bool = False, name: str = "alice"
+    ) -> None:
         argv = comtunnel("console", *args, "--connect", f"127.0.0.1:{hub_port}", "--certs", str(certs))
-        argv += ["--name", "alice"]
+        argv += ["--name", name]
         env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp)}
         self.screen = bytearray()  # what the terminal showed (stdout and stderr)
         self.master = self.slave = -1
@@ -43,9 +46,9 @@ class Console:
             self._reader = threading.Thread(target=self._read_screen, daemon=True)
             self._reader.start()
         else:
-            self.err = (tmp / "console.err").open("wb")
+            self.errors = tmp / f"console-{name}-{len(list(tmp.glob('console-*')))}.err"
+            self.err = self.errors.open("wb")
             self.popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, env=env)
-            self.errors = tmp / "console.err"
 
     def _read_screen(self) -> None:
         while True:
@@ -68,6 +71,12 @@ class Console:
             if time.monotonic() > deadline or self.popen.poll() is not None:
                 raise AssertionError(f"{pattern!r} not seen; console said:\n{self.stderr()}")
             time.sleep(0.02)
+
+    def wait_raw(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while termios.tcgetattr(self.slave)[3] & termios.ECHO:
+            assert time.monotonic() < deadline and self.popen.poll() is None, self.stderr()
+            time.sleep(0.01)
 
     def type(self, data: bytes) -> None:
         write_all(self.master, data)
@@ -184,6 +193,30 @@ def test_terminal_raw_mode_escape_keys_and_restore(
     assert termios.tcgetattr(console.slave) == console.before
 
 
+def test_pseudo_terminal_as_lava_spawns_it(
+    tmp_path: Path, certs: Path, procs: list[Proc], consoles: list[Console], device: PtyDevice
+) -> None:
+    """LAVA runs connection_command under pexpect, in a pseudo-terminal: with --no-escape -q the
+    screen carries the device's bytes only, every byte value passes both ways, and the SIGHUP of
+    pexpect's close() ends the console with exit 0 and the terminal restored."""
+    port = start_hub(tmp_path, certs, procs, "--port", f"uno={device.path}", "--control-socket", "none")
+    console = Console(tmp_path, certs, port, "uno", "--no-escape", "-q", terminal=True)
+    consoles.append(console)
+    console.wait_raw()  # before that, the terminal itself would echo what is typed
+    console.type(b"cat /proc/version\n")  # most likely before the channel is open: it waits
+    assert read_exactly(device.master, 18, 10) == b"cat /proc/version\n"
+    console.type(ALL_BYTES)
+    assert read_exactly(device.master, 256, 10) == ALL_BYTES
+    write_all(device.master, b"Linux version 6.1\r\n" + ALL_BYTES)
+    deadline = time.monotonic() + 10
+    while len(console.screen) < 19 + 256 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert bytes(console.screen) == b"Linux version 6.1\r\n" + ALL_BYTES  # no banner, no notices
+    console.popen.send_signal(signal.SIGHUP)
+    assert console.popen.wait(10) == 0
+    assert termios.tcgetattr(console.slave) == console.before
+
+
 def test_terminal_restored_after_a_signal(
     tmp_path: Path, certs: Path, procs: list[Proc], consoles: list[Console], device: PtyDevice
 ) -> None:
@@ -197,6 +230,53 @@ def test_terminal_restored_after_a_signal(
     assert termios.tcgetattr(console.slave) == console.before
 
 
+def test_monitor_watches_what_another_console_holds(
+    tmp_path: Path, certs: Path, procs: list[Proc], consoles: list[Console], device: PtyDevice
+) -> None:
+    """bob has monitor access to uno while alice's console holds it: bob sees the device's output,
+    and nothing bob types reaches the device."""
+    hub_config = tmp_path / "hub.toml"
+    hub_config.write_text('[access.alice]\nfull = ["*"]\n[access.bob]\nmonitor = ["uno"]\n')
+    port = start_hub(
+        tmp_path, certs, procs, "--config", str(hub_config), "--port", f"uno={device.path}", "--control-socket", "none"
+    )
+    alice = Console(tmp_path, certs, port, "uno")
+    consoles.append(alice)
+    assert alice.popen.stdin is not None
+    alice.popen.stdin.write(b"a\n")
+    alice.popen.stdin.flush()
+    assert read_exactly(device.master, 2, 10) == b"a\n"  # alice holds the port
+    bob = Console(tmp_path, certs, port, "uno", "--monitor", name="bob")
+    consoles.append(bob)
+    bob.wait_for(r"uno watching \(monitor access\)")
+    assert bob.popen.stdin is not None
+    bob.popen.stdin.write(b"from bob\n")
+    bob.popen.stdin.flush()
+    write_all(device.master, b"boot log\n")
+    assert alice.read_stdout(9) == b"boot log\n"
+    assert bob.read_stdout(9) == b"boot log\n"
+    alice.popen.stdin.write(b"b\n")
+    alice.popen.stdin.flush()
+    assert read_exactly(device.master, 2, 10) == b"b\n"  # alice's bytes, none of bob's
+    assert not select.select([device.master], [], [], 0.3)[0]
+    bob.popen.stdin.close()
+    assert bob.popen.wait(10) == 0, bob.stderr()
+
+
+def test_ctrl_bracket_q_quits_while_the_hub_is_out_of_reach(
+    tmp_path: Path, certs: Path, consoles: list[Console]
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    console = Console(tmp_path, certs, closed, "uno", terminal=True)
+    consoles.append(console)
+    console.wait_for(r"could not reach|refused")
+    console.type(b"\x1dq")
+    assert console.popen.wait(10) == 0, console.stderr()
+    assert termios.tcgetattr(console.slave) == console.before
+
+
 def test_unknown_port_exits_2(
     tmp_path: Path, certs: Path, procs: list[Proc], consoles: list[Console], device: PtyDevice
 ) -> None:
@@ -206,6 +286,25 @@ def test_unknown_port_exits_2(
     assert console.popen.wait(10) == 2
     assert "comtunnel: error: the hub has no port named 'nope' (ports: uno)" in console.stderr()
     assert "Traceback" not in console.stderr()
+
+
+def test_config_file(tmp_path: Path, certs: Path, procs: list[Proc], device: PtyDevice) -> None:
+    """The connection options from a TOML file, as a LAVA device dictionary would use them."""
+    port = start_hub(tmp_path, certs, procs, "--port", f"uno={device.path}", "--control-socket", "none")
+    config = tmp_path / "console.toml"
+    config.write_text(
+        f'connect = "127.0.0.1:{port}"\ncerts = "{certs}"\nname = "alice"\n'
+        "connect-timeout = 5\nescape = false\nlog = 'trace.log'\n"
+    )
+    result = subprocess.run(
+        comtunnel("console", "uno", "--config", str(config)), input=b"hello\n", capture_output=True, timeout=20
+    )
+    assert result.returncode == 0, result.stderr
+    assert read_exactly(device.master, 6, 5) == b"hello\n"
+    assert b" out      6 hello\\n" in (tmp_path / "trace.log").read_bytes()  # relative to the file
+    result = subprocess.run(comtunnel("console", "nope", "--config", str(config)), capture_output=True, timeout=20)
+    assert result.returncode == 2
+    assert b"no port named 'nope'" in result.stderr
 
 
 def test_hub_unreachable_exits_4(tmp_path: Path, certs: Path, consoles: list[Console]) -> None:
