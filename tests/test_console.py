@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from faultproxy import FaultProxy
-from support import Proc, PtyDevice, comtunnel, read_exactly, start_hub, write_all
+from support import Proc, PtyDevice, comtunnel, payload, read_exactly, start_hub, write_all
 
 ALL_BYTES = bytes(range(256))
 
@@ -153,6 +153,29 @@ def test_pipes_as_lava_drives_them(
     assert outgoing.endswith(b"poweroff\\n")
     assert b"\\x1d" in outgoing
     assert any(line.split()[1] == b"in" and line.endswith(b"Linux board 6.1\\r\\n# ") for line in lines)
+
+
+def test_stdin_from_a_file(tmp_path: Path, certs: Path, procs: list[Proc], device: PtyDevice) -> None:
+    """``< file`` (no epoll on a file): all of it reaches the device, paced by the window, then exit 0."""
+    port = start_hub(tmp_path, certs, procs, "--port", f"uno={device.path}", "--control-socket", "none")
+    data = payload(7, 300_000)
+    (tmp_path / "input").write_bytes(data)
+    with (tmp_path / "input").open("rb") as stdin:
+        console = subprocess.Popen(
+            comtunnel("console", "uno", "--connect", f"127.0.0.1:{port}", "--certs", str(certs), "--name", "alice"),
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    try:
+        assert read_exactly(device.master, len(data), 20) == data
+        assert console.wait(10) == 0
+    finally:
+        if console.poll() is None:
+            console.kill()
+            console.wait()
+        assert console.stderr is not None
+        console.stderr.close()
 
 
 def test_terminal_raw_mode_escape_keys_and_restore(

@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import select
 import termios
 import tty
 from collections.abc import Iterator
@@ -327,8 +328,6 @@ def _write_stderr(text: str) -> None:
         try:
             data = data[os.write(2, data) :]
         except BlockingIOError:
-            import select
-
             select.select([], [2], [], 1.0)
         except OSError:
             return

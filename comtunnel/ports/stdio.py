@@ -59,6 +59,7 @@ class StdioPort(SerialPort):
         self._writer: FdWriter | None = None
         self._blocking: dict[int, bool] = {}
         self._pollable = True
+        self._soon: asyncio.Handle | None = None  # the next read of an fd without a reader
         self._reading = False  # our reader on stdin is registered
         self._paused = True  # the listener does not want data now
         self._held = bytearray()  # typed while paused (escape mode)
@@ -124,7 +125,7 @@ class StdioPort(SerialPort):
         self._reading = wanted
         if not self._pollable:
             if wanted:
-                self._loop.call_soon(self._on_readable)
+                self._read_soon()
             return
         if not wanted:
             self._loop.remove_reader(self._in)
@@ -133,9 +134,15 @@ class StdioPort(SerialPort):
             self._loop.add_reader(self._in, self._on_readable)
         except PermissionError:  # a plain file or /dev/null: never blocks, read it from the loop
             self._pollable = False
-            self._loop.call_soon(self._on_readable)
+            self._read_soon()
+
+    def _read_soon(self) -> None:
+        """One pending read at a time for an fd without a reader."""
+        if self._soon is None and self._loop is not None:
+            self._soon = self._loop.call_soon(self._on_readable)
 
     def _on_readable(self) -> None:
+        self._soon = None
         if not self._reading:
             return
         try:
@@ -160,8 +167,7 @@ class StdioPort(SerialPort):
                 return
         self._update_reader()
         if self._reading and not self._pollable:
-            assert self._loop is not None
-            self._loop.call_soon(self._on_readable)
+            self._read_soon()
 
     def _deliver(self, data: bytes) -> None:
         if self._read_only or self._closed:
@@ -251,6 +257,8 @@ class StdioPort(SerialPort):
         if self._loop is not None:
             if self._reading and self._pollable:
                 self._loop.remove_reader(self._in)
+            if self._soon is not None:
+                self._soon.cancel()
             self._reading = False
             if self._writer is not None:
                 self._writer.clear()
