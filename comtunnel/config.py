@@ -1,4 +1,4 @@
-"""TOML config files for hub, client, list and status: every command-line option has a key.
+"""TOML config files for hub, client, list, status and console: every command-line option has a key.
 
 A key is the long option without its dashes' prefix (``listen``, ``link-dir``, ``allow-remote``);
 repeatable options take an array (or a single string), flags take booleans. Values from the file
@@ -24,7 +24,7 @@ from comtunnel.errors import ComtunnelError, ConfigError
 Validators = dict[str, Callable[[str], object]]
 
 #: Keys whose value is a path, and keys whose values are NAME=PATH[,settings].
-PATH_KEYS = frozenset({"certs", "crl", "control-socket", "link-dir", "socket"})
+PATH_KEYS = frozenset({"certs", "crl", "control-socket", "link-dir", "socket", "log"})
 ASSIGNED_PATH_KEYS = frozenset({"link"})
 
 
@@ -106,7 +106,7 @@ def _convert(
     path: Path, key: str, action: argparse.Action, value: Any, validate: Callable[[str], object] | None
 ) -> Any:
     where = f"{path}: key {key!r}"
-    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse.BooleanOptionalAction):
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, not {value!r}")
         return value

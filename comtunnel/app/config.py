@@ -94,6 +94,29 @@ class ClientConfig:
     connect_timeout: float | None = None  # give up after this long without reaching the hub
 
 
+#: What a console asks for when no settings are given: the usual rate of a board's console.
+CONSOLE_SETTINGS = PortSettings(115200)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsoleConfig:
+    """``comtunnel console``: one hub port on this process's stdin and stdout."""
+
+    certs: Path
+    name: str
+    host: str
+    port: int
+    hub_port: str  # the hub's port name
+    settings: PortSettings = CONSOLE_SETTINGS
+    hub_name: str | None = None
+    connect_timeout: float | None = None
+    session: SessionOptions = SessionOptions()
+    log: Path | None = None  # the trace file
+    monitor: bool = False  # read-only: typed data is not sent, line commands are refused
+    escape: bool | None = None  # escape keys; None: on a terminal only
+    quiet: bool = False  # no banner or informational notices
+
+
 # --- values -----------------------------------------------------------------------------------
 
 
@@ -351,3 +374,32 @@ def connect_timeout(options: Mapping[str, Any]) -> float | None:
     if not 0 < value < 1e6:
         raise UsageError(f"--connect-timeout: expected a positive number of seconds, got {value:g}")
     return value
+
+
+def console_config(options: Mapping[str, Any]) -> ConsoleConfig:
+    """``PORT[,SETTINGS]`` and the connection options ``list`` takes."""
+    missing = [f"--{key}" for key in ("connect", "certs", "name") if not options.get(key)]
+    if missing:
+        raise UsageError(f"console needs {', '.join(missing)}")
+    host, port = parse_hostport(options["connect"])
+    name, _, text = str(options["port"]).partition(",")
+    check_port_name(name)
+    try:
+        settings = parse_line_settings(text, CONSOLE_SETTINGS) if text else CONSOLE_SETTINGS
+    except SettingsError as exc:
+        raise UsageError(f"console {options['port']!r}: {exc}") from None
+    return ConsoleConfig(
+        certs=Path(options["certs"]),
+        name=options["name"],
+        host=host,
+        port=port,
+        hub_port=name,
+        settings=settings,
+        hub_name=options.get("hub_name"),
+        connect_timeout=connect_timeout(options),
+        session=session_options(options),
+        log=Path(options["log"]) if options.get("log") else None,
+        monitor=bool(options.get("monitor")),
+        escape=options.get("escape"),
+        quiet=bool(options.get("quiet") or options.get("sub_quiet")),
+    )

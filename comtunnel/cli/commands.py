@@ -83,6 +83,16 @@ def cmd_client(args: argparse.Namespace) -> int:
     return run_until_signal(lambda stop: run_client(config, stop))
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from comtunnel.app.config import console_config
+    from comtunnel.app.console import run_console
+
+    config = console_config(vars(args))
+    if not (args.verbose + args.sub_verbose):  # a terminal session: warnings only, unless asked
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    return run_until_signal(lambda stop: run_console(config, stop), extra_signals=(signal.SIGHUP,))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import json
     import time
@@ -191,8 +201,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 FORCE_STOP_AFTER = 3.0
 
 
-def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
-    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop``; a second SIGINT aborts at once.
+def run_until_signal(
+    main: Callable[[asyncio.Event], Awaitable[None]], extra_signals: tuple[signal.Signals, ...] = ()
+) -> int:
+    """Run ``main(stop)``; SIGINT/SIGTERM (and ``extra_signals``) set ``stop``; a second SIGINT
+    aborts at once.
 
     The exit code after SIGINT (Ctrl-C) is 130, as for any interrupted command; after SIGTERM 0,
     the clean stop systemd asks for. ``main`` must return promptly once ``stop`` is set; if it is
@@ -222,7 +235,7 @@ def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
                 log.warning("still stopping after %g s: cancelling what is left", FORCE_STOP_AFTER)
                 task.cancel()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, *extra_signals):
             with contextlib.suppress(NotImplementedError):  # Windows
                 loop.add_signal_handler(sig, on_signal, sig)
         try:

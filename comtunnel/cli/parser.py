@@ -15,6 +15,7 @@ from comtunnel.cli.commands import (
     cmd_certs_revoke,
     cmd_certs_show,
     cmd_client,
+    cmd_console,
     cmd_demo,
     cmd_hub,
     cmd_list,
@@ -180,6 +181,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.set_defaults(func=cmd_list)
 
+    console = sub.add_parser(
+        "console",
+        help="an interactive terminal on a hub port (no PTY), or plain byte streams on pipes (LAVA)",
+        description="Your terminal on a hub port: raw keys in, the device's output out. Ctrl-] ? lists the "
+        "escape commands (q quits). On pipes, stdin and stdout are plain byte streams and the command "
+        "exits 0 once stdin closes and what it sent has reached the device.",
+    )
+    console.add_argument(
+        "port", metavar="PORT[,SETTINGS]", help="the hub's port, e.g. uno or uno,115200,8N1 (default 115200,8N1)"
+    )
+    console.add_argument("--connect", metavar="HOST:PORT", help="the hub")
+    console.add_argument("--certs", metavar="DIR", help="holds ca.crt, NAME.crt, NAME.key")
+    console.add_argument("--name", help="this client's certificate name")
+    console.add_argument("--hub-name", metavar="NAME", help="the name to verify in the hub's certificate")
+    console.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="give up (exit 4) after this long without reaching the hub, at the start or after a lost "
+        "connection (default: keep trying)",
+    )
+    console.add_argument(
+        "--log", metavar="FILE", help="append a trace: every chunk with a timestamp and its direction (in/out)"
+    )
+    console.add_argument(
+        "--monitor",
+        action="store_true",
+        help="read only: nothing typed is sent and line commands are refused (the hub decides whether "
+        "this client watches or holds the port: its [access] monitor list)",
+    )
+    console.add_argument(
+        "--escape",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Ctrl-] escape commands (default: on a terminal only; --no-escape passes 0x1d through)",
+    )
+    add_session_options(console, hub=False)
+    console.set_defaults(func=cmd_console)
+
     status = sub.add_parser("status", help="show a running hub's sessions, channels, bytes and rates")
     status.add_argument("--socket", metavar="PATH", help="the hub's --control-socket (default: as the hub's)")
     status.add_argument("--json", action="store_true", help="print the raw status document")
@@ -200,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_session_options(hub, hub=True)
     add_limit_options(hub)
     add_session_options(client, hub=False)
-    for command in (hub, client, listing, status):
+    for command in (hub, client, listing, status, console):
         command.add_argument("--config", metavar="FILE", help="a TOML file with this command's options (see README)")
     return parser
 
@@ -353,8 +393,8 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> Any:
         return None
     commands: dict[str, argparse.ArgumentParser] = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr,assignment]
     command = next((a for a in argv if not a.startswith("-") and a in commands), None)
-    if command not in ("hub", "client", "list", "status"):
-        raise UsageError("--config works with hub, client, list and status")
+    if command not in ("hub", "client", "list", "status", "console"):
+        raise UsageError("--config works with hub, client, list, status and console")
     return apply(
         commands[command], path, tables=CONFIG_TABLES.get(command, frozenset()), validators=config_validators(command)
     )

@@ -7,6 +7,7 @@ is decided in one place, whatever the hub says.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable
@@ -24,6 +25,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LINK_DIR = Path("comtunnel-ports")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")  # in a hub's label (HOST:PORT), when it prefixes a link name
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalPort:
+    """A port someone else made (the console's stdin/stdout) for the hub's port ``name``. It is
+    treated as an attached device: always open, DTR and RTS raised when the channel opens."""
+
+    name: str
+    port: SerialPort
+    settings: PortSettings
 
 
 class LocalPorts:
@@ -62,6 +73,11 @@ class LocalPorts:
         for spec in specs:
             self._check_new(spec.port)
             await self._add(spec.port, make_server_port(spec), PortSettings(), virtual=True)
+
+    async def add_given(self, given: list[LocalPort]) -> None:
+        for item in given:
+            self._check_new(item.name)
+            await self._add(item.name, item.port, item.settings, virtual=False)
 
     async def create_auto_links(
         self, hub_ports: list[dict[str, Any]], link_dir: Path | None, label: str, taken: set[str]

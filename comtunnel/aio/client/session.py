@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from comtunnel.aio.client.channel import ClientChannel, LinkState
-from comtunnel.aio.client.ports import LocalPorts
+from comtunnel.aio.client.ports import LocalPort, LocalPorts
 from comtunnel.aio.refuse import Refusals
 from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tls_layer import TlsLayer, peer_certificate
@@ -51,6 +51,7 @@ class Client:
         links: list[LinkSpec] | None = None,
         attach: list[AttachSpec] | None = None,
         serve: list[ServeSpec] | None = None,
+        given: list[LocalPort] | None = None,
         link_dir: Path | None = None,
         link_access: LinkAccess | None = None,
         server_hostname: str | None = None,
@@ -63,7 +64,7 @@ class Client:
         connect_timeout: float | None = None,
     ) -> None:
         """``connect_timeout``: give up (PeerError) after that many seconds without a connection
-        to the hub; None: keep trying."""
+        to the hub; None: keep trying. ``given``: ports made by the caller (the console's)."""
         self.host, self.port = host, port
         self.connect_timeout = connect_timeout
         self.replay_bound = replay_bound
@@ -78,6 +79,7 @@ class Client:
         self.link_specs = list(links or [])
         self.attach_specs = list(attach or [])
         self.serve_specs = list(serve or [])
+        self.given_ports = list(given or [])
         self.link_dir = link_dir
         self.local = LocalPorts(
             replay_bound=replay_bound, on_port_lost=self.local_port_failed, link_access=link_access or LinkAccess()
@@ -106,6 +108,7 @@ class Client:
             await self.local.create_links(self.link_specs)
             await self.local.create_attached(self.attach_specs)
             await self.local.create_servers(self.serve_specs)
+            await self.local.add_given(self.given_ports)
             if self.listen is not None:
                 await self._listen_for_hub(*self.listen)
                 return
