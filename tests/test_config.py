@@ -137,6 +137,22 @@ def test_relative_paths_in_a_file_are_taken_from_its_directory(tmp_path: Path) -
     assert args.certs == "mine"
 
 
+def test_line_trace_from_the_command_line_and_a_file(tmp_path: Path) -> None:
+    from comtunnel.app.config import hub_config
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    base = ["hub", "--listen=127.0.0.1:0", "--certs=c", "--port=a=loop://"]
+    assert hub_config(vars(parser.parse_args(base))).line_trace is None
+    assert hub_config(vars(parser.parse_args([*base, "--line-trace=t.log"]))).line_trace == Path("t.log")
+    config = tmp_path / "hub.toml"
+    config.write_text('line-trace = "trace/lines.log"\n')
+    applied = apply(commands["hub"], config)
+    args = parser.parse_args(base)
+    applied.finish(args)
+    assert hub_config(vars(args)).line_trace == tmp_path / "trace/lines.log"  # from the file's directory
+
+
 @pytest.mark.timeout(60)
 def test_a_hub_config_with_relative_paths_runs_from_anywhere(tmp_path: Path, certs: Path, procs: list[Proc]) -> None:
     import shutil

@@ -65,6 +65,7 @@ class HubConfig:
     session: SessionOptions = SessionOptions()
     admission: AdmissionLimits = dataclasses.field(default_factory=AdmissionLimits)
     max_buffered: int = DEFAULT_MAX_BUFFERED
+    line_trace: Path | None = None  # --line-trace: every line operation applied to a device, timed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +280,7 @@ def hub_config(options: Mapping[str, Any], tables: Mapping[str, Any] | None = No
         session=session_options(options),
         admission=admission_limits(options),
         max_buffered=_size(options.get("max_buffered", "16M"), "--max-buffered", 1 << 20, 1 << 32),
+        line_trace=Path(options["line_trace"]) if options.get("line_trace") else None,
     )
 
 

@@ -14,7 +14,8 @@ from comtunnel.aio.metrics import Snapshot
 from comtunnel.aio.tasks import Tasks
 from comtunnel.app.config import HubConfig
 from comtunnel.errors import CertificateError, UsageError
-from comtunnel.ports.open import PortSpec
+from comtunnel.ports.linetrace import LineTrace
+from comtunnel.ports.open import PortSpec, open_device, traced_devices
 from comtunnel.tls import hub_context
 
 log = logging.getLogger("comtunnel")
@@ -42,9 +43,13 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
             log.warning(
                 "port %s: %s does not exist (yet); clients are told so until it appears", spec.name, spec.device
             )
+    trace = LineTrace(config.line_trace) if config.line_trace is not None else None
+    if trace is not None:
+        log.info("line trace: %s", trace.path)
     hub = Hub(
         specs,
         context,
+        port_factory=traced_devices(trace) if trace is not None else open_device,
         serve=config.serve,
         grace=config.grace,
         access=config.access,
@@ -72,6 +77,8 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
         if control is not None:
             await control.close()
         await hub.close()
+        if trace is not None:
+            trace.close()
 
 
 def hub_revocations(certs: Path, crl: Path | None) -> RevocationList:

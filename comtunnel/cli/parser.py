@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where `comtunnel status` asks (default $XDG_RUNTIME_DIR/comtunnel/hub.sock; 'none': no socket)",
     )
     hub.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here (needs prometheus_client)")
+    hub.add_argument(
+        "--line-trace",
+        metavar="FILE",
+        help="append each DTR/RTS/BREAK change, settings change, purge, open and close applied to a device, "
+        "with its monotonic and UTC time (at 1 MiB FILE becomes FILE.1)",
+    )
     hub.set_defaults(func=cmd_hub)
 
     client = sub.add_parser("client", help="use a hub's ports as local serial ports")

@@ -27,6 +27,9 @@ without modem lines (a PTY: ENOTTY) stops the poll and says so through :attr:`mo
 
 Settings are read back after each change: from termios for fd ports, so what a PTY silently
 refuses (parity, data bits) is not claimed; from pyserial's attributes otherwise.
+
+With a ``trace`` (``hub --line-trace``, see :mod:`linetrace`), every line operation is recorded
+with the time its device call returned, taken in the worker thread that made it.
 """
 
 from __future__ import annotations
@@ -34,11 +37,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import struct
 import termios
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import serial
 from serial import serialposix
@@ -47,6 +53,7 @@ from comtunnel.errors import PortBusy, PortError, PortGone, PortNotSupported, Po
 from comtunnel.ports import lineconf, links
 from comtunnel.ports.base import PortListener, SerialPort
 from comtunnel.ports.device_io import THREAD_READ_TIMEOUT, FdIO, ThreadIO, is_pty, plain_posix
+from comtunnel.ports.linetrace import PortTrace, describe_control, describe_purge
 from comtunnel.ports.uucplock import UucpLock
 from comtunnel.protocol.settings import (
     ControlRequest,
@@ -63,11 +70,21 @@ MODEM_POLL_INTERVAL = 0.02
 OUTPUT_STALL = 2.0  # a line change stops waiting for output that has not moved for this long
 XON, XOFF = b"\x11", b"\x13"
 
+T = TypeVar("T")
+
 
 class DevicePort(SerialPort):
     """``settings`` and ``control`` are what the port opens with (None control lines stay off)."""
 
-    def __init__(self, url: str, settings: PortSettings, control: ControlRequest, *, exclusive: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        settings: PortSettings,
+        control: ControlRequest,
+        *,
+        exclusive: bool = True,
+        trace: PortTrace | None = None,
+    ) -> None:
         self.url = url
         self.description = url
         self.settings = settings  # in effect (read back) once open
@@ -90,6 +107,7 @@ class DevicePort(SerialPort):
         self._modem = ModemLines.NONE
         self._modem_reported = False
         self._poll: asyncio.TimerHandle | None = None
+        self._trace = trace
 
     # --- open / close ------------------------------------------------------------------------
 
@@ -98,9 +116,9 @@ class DevicePort(SerialPort):
             raise PortError(f"{self.url} was already opened once; make a new DevicePort")
         loop = asyncio.get_running_loop()
         ser = self._make_serial()
-        opening = asyncio.ensure_future(asyncio.to_thread(self._open_blocking, ser))
+        opening = asyncio.ensure_future(asyncio.to_thread(_timed, functools.partial(self._open_blocking, ser)))
         try:
-            self.settings = await asyncio.shield(opening)
+            self.settings, opened_at = await asyncio.shield(opening)
         except asyncio.CancelledError:
             opening.add_done_callback(lambda f: self._close_if_opened(f, ser))
             raise
@@ -114,6 +132,7 @@ class DevicePort(SerialPort):
         self._io = FdIO(self, loop, ser.fileno()) if fd_path else ThreadIO(self, loop, ser)
         self.uses_fd = fd_path
         self._io.start(reading=not self._paused)
+        self._traced(opened_at, f"open {self.settings.short()} DTR={int(self.control.dtr)} RTS={int(self.control.rts)}")
         self._poll_modem()
 
     def _make_serial(self) -> serial.Serial:
@@ -179,6 +198,7 @@ class DevicePort(SerialPort):
         if isinstance(io, ThreadIO):
             await asyncio.to_thread(io.join)
         self._close_serial(ser)
+        self._traced(time.monotonic(), "close")
 
     def _close_serial(self, ser: serial.Serial) -> None:
         """Close the device: TIOCEXCL off first (it outlives us while another fd keeps the tty open,
@@ -194,7 +214,7 @@ class DevicePort(SerialPort):
         if lock is not None:
             lock.release()
 
-    def _close_if_opened(self, opening: asyncio.Future[PortSettings], ser: serial.Serial) -> None:
+    def _close_if_opened(self, opening: asyncio.Future[tuple[PortSettings, float]], ser: serial.Serial) -> None:
         """open() was cancelled while pyserial was opening in its thread: do not leak what it opened."""
         if not opening.cancelled() and opening.exception() is None:
             self._close_serial(ser)
@@ -209,6 +229,7 @@ class DevicePort(SerialPort):
         listener = self._listener
         self._halt()
         assert self._loop is not None
+        self._traced(time.monotonic(), f"lost: {reason}")
         self._release = self._loop.create_task(self._release_resources())
         log.warning("%s", exc)
         if notify and listener is not None:
@@ -321,15 +342,17 @@ class DevicePort(SerialPort):
         async with self._ops:
             await self._output_sent()
             try:
-                effective = await asyncio.to_thread(
-                    lineconf.configure, ser, self._ioctl_fd, settings, own_ixon=self.uses_fd
+                effective, at = await asyncio.to_thread(
+                    _timed, functools.partial(lineconf.configure, ser, self._ioctl_fd, settings, own_ixon=self.uses_fd)
                 )
             except (OSError, ValueError, termios.error) as exc:
+                self._traced(time.monotonic(), f"settings {settings.short()} failed: {lineconf.reason(exc)}")
                 with contextlib.suppress(OSError, ValueError, termios.error):
                     await asyncio.to_thread(
                         lineconf.configure, ser, self._ioctl_fd, self.settings, own_ixon=self.uses_fd
                     )
                 raise PortError(f"cannot set {settings.short()} on {self.url}: {lineconf.reason(exc)}") from None
+        self._traced(at, f"settings {effective.short()}")
         self.settings = effective
         if self.output_stopped and not effective.xonxoff:
             self._set_output_stopped(False)  # as clearing IXON restarts a tty
@@ -339,7 +362,16 @@ class DevicePort(SerialPort):
         ser = self._require_open()
         async with self._ops:
             await self._output_sent()
-            state, missing, error = await asyncio.to_thread(lineconf.set_lines, ser, self.control, request)
+            (state, missing, error), at = await asyncio.to_thread(
+                _timed, functools.partial(lineconf.set_lines, ser, self.control, request)
+            )
+        if self._trace is not None:
+            what = describe_control(request)
+            if error is not None:
+                what += f" failed: {error[0]}: {error[1]}"
+            elif missing:
+                what += f" failed: no {'/'.join(missing)}"
+            self._traced(at, what)
         self.control = state
         if not self._closed:
             self._check_modem()  # a loopback wiring answers at once: do not wait for the next poll
@@ -364,10 +396,16 @@ class DevicePort(SerialPort):
                 if which & Purge.TRANSMIT:
                     await asyncio.to_thread(ser.reset_output_buffer)
             except (OSError, ValueError, termios.error) as exc:
+                self._traced(time.monotonic(), f"{describe_purge(which)} failed: {lineconf.reason(exc)}")
                 raise PortError(f"cannot purge {self.url}: {lineconf.reason(exc)}") from None
+        self._traced(time.monotonic(), describe_purge(which))
 
     def modem_lines(self) -> ModemLines:
         return self._modem
+
+    def _traced(self, when: float, what: str) -> None:
+        if self._trace is not None:
+            self._trace(when, what)
 
     def _require_open(self) -> serial.Serial:
         if self._closed or self._ser is None:
@@ -412,6 +450,12 @@ class DevicePort(SerialPort):
             if present:
                 lines |= line
         return lines | ModemLines.CD if ser.cd else lines
+
+
+def _timed(call: Callable[[], T]) -> tuple[T, float]:
+    """``call()`` and the time it returned, both in the worker thread: the moment the device has it."""
+    result = call()
+    return result, time.monotonic()
 
 
 def _quiet_close(ser: serial.Serial) -> None:

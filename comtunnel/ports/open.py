@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 
 from comtunnel.ports.base import SerialPort
+from comtunnel.ports.linetrace import LineTrace
 from comtunnel.ports.network import NetworkServerPort
 from comtunnel.ports.unixsock import UnixEndpoint
 from comtunnel.protocol.settings import ControlRequest, PortSettings
@@ -34,14 +35,23 @@ class PortSpec:
 PortFactory = Callable[[PortSpec, PortSettings, ControlRequest], SerialPort]
 
 
-def open_device(spec: PortSpec, settings: PortSettings, control: ControlRequest) -> SerialPort:
+def open_device(
+    spec: PortSpec, settings: PortSettings, control: ControlRequest, trace: LineTrace | None = None
+) -> SerialPort:
+    """The hub's device behind ``spec``; with a ``trace``, its line operations are recorded (not those of an
+    ``rfc2217://`` port: its server applies them, and keeps its own trace if it has one)."""
     if spec.device.startswith("rfc2217://"):
         from comtunnel.ports.rfc2217_remote import Rfc2217RemotePort
 
         return Rfc2217RemotePort(spec.device, settings, control)
     from comtunnel.ports.device import DevicePort
 
-    return DevicePort(spec.device, settings, control)
+    return DevicePort(spec.device, settings, control, trace=trace.for_port(spec.name) if trace else None)
+
+
+def traced_devices(trace: LineTrace) -> PortFactory:
+    """:func:`open_device` recording into ``trace`` (``hub --line-trace``)."""
+    return lambda spec, settings, control: open_device(spec, settings, control, trace)
 
 
 def make_server_port(spec: ServeSpec) -> NetworkServerPort:
