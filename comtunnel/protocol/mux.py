@@ -356,7 +356,19 @@ class Connection:
             frames = self._decoder.feed(data)
             out: list[ev.Event] = []
             parts: list[bytes] = []  # consecutive DATA of one channel: one event, one port write
+            settled = self.peer_info is not None and not self._resume_allowed
+            channels = self._channels
             for frame in frames:
+                if settled and type(frame) is fr.Data:  # the hot path: an open channel's bytes
+                    ch = channels.get(frame.channel)
+                    if ch is not None and ch.state is ChannelState.OPEN:
+                        ch.recv.received(len(frame.data))
+                        if parts and out[-1].channel != frame.channel:  # type: ignore[attr-defined]
+                            _merge(out, parts)
+                        if not parts:
+                            out.append(ev.DataReceived(frame.channel, frame.data))
+                        parts.append(frame.data)
+                        continue
                 event = self._handle(frame)
                 if type(event) is ev.DataReceived:
                     if parts and out[-1].channel != event.channel:  # type: ignore[attr-defined]

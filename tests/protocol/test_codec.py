@@ -208,3 +208,79 @@ def test_many_small_frames_in_one_feed_are_linear() -> None:
     elapsed = time.perf_counter() - start
     assert len(out) == 50_000 and out[-1] == fr.Data(1, b"x")
     assert elapsed < 5.0
+
+
+# --- the DATA fast path: read without msgpack, judged by the strict decoder otherwise -------------------
+
+
+def _frame_of(body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + body
+
+
+def _decoded(body: bytes) -> fr.Frame | str:
+    try:
+        (frame,) = FrameDecoder().feed(_frame_of(body))
+    except RemoteProtocolError as exc:
+        return f"error: {exc}"
+    return frame
+
+
+def _general(body: bytes) -> fr.Frame | str:
+    from comtunnel.protocol.codec import decode_body
+
+    try:
+        return decode_body(body)
+    except RemoteProtocolError as exc:
+        return f"error: {exc}"
+
+
+@given(
+    channel=st.integers(0, 0xFFFF),
+    payload=st.binary(max_size=300),
+    channel_form=st.sampled_from(["min", "u8", "u16", "u32"]),
+    bin_form=st.sampled_from(["min", "b8", "b16", "b32"]),
+)
+def test_data_in_any_msgpack_form_decodes_as_the_strict_decoder_does(
+    channel: int, payload: bytes, channel_form: str, bin_form: str
+) -> None:
+    forms = {
+        "min": msgpack.packb(channel),
+        "u8": b"\xcc" + channel.to_bytes(1, "big") if channel < 0x100 else msgpack.packb(channel),
+        "u16": b"\xcd" + channel.to_bytes(2, "big"),
+        "u32": b"\xce" + channel.to_bytes(4, "big"),
+    }
+    size = len(payload)
+    bins = {
+        "min": msgpack.packb(payload, use_bin_type=True),
+        "b8": b"\xc4" + size.to_bytes(1, "big") if size < 0x100 else msgpack.packb(payload, use_bin_type=True),
+        "b16": b"\xc5" + size.to_bytes(2, "big"),
+        "b32": b"\xc6" + size.to_bytes(4, "big"),
+    }
+    encoded_payload = bins["min"] if bin_form == "min" else bins[bin_form] + payload
+    body = b"\x93\x05" + forms[channel_form] + encoded_payload
+    assert _decoded(body) == _general(body) == fr.Data(channel, payload)
+
+
+@given(st.binary(max_size=40), st.binary(max_size=40))
+def test_data_lookalikes_are_judged_by_the_strict_decoder(head: bytes, tail: bytes) -> None:
+    """Bodies that start like DATA but are anything else: the same frame or the same error."""
+    body = b"\x93\x05" + head + tail
+    assert _decoded(body) == _general(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x93\x05\x01\xc4\x03ab",  # payload shorter than its length
+        b"\x93\x05\x01\xc4\x01ab",  # longer: a trailing byte in the frame
+        b"\x93\x05\x01\xa2ab",  # a str, not bin
+        b"\x94\x05\x01\xc4\x01a\x00",  # four fields
+        b"\x93\x05\xff\xc4\x01a",  # a negative channel
+        b"\x93\x05\xcc",  # cut inside the channel
+        b"\x93\x05\x01\xc5\x00",  # cut inside the length
+    ],
+)
+def test_malformed_data_is_rejected_as_before(body: bytes) -> None:
+    result = _decoded(body)
+    assert isinstance(result, str) and result.startswith("error:")
+    assert result == _general(body)
