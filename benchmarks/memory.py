@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import DeviceProc, PtyApp, Setup, certs_dir, free_port, spawn, wait_path, wait_port
+from run import DeviceProc, PtyApp, Setup, certs_dir, cpu_seconds, free_port, spawn, wait_path, wait_port
 
 KIB = 1024
 
@@ -111,13 +111,16 @@ def measure(ports: int, size: int, tmp: Path) -> dict[str, dict[str, int]]:
         hub, client = setup.pids
         time.sleep(0.5)
         before = {"hub": memory_kib(hub)["VmRSS"], "client": memory_kib(client)["VmRSS"]}
+        cpu = cpu_seconds(setup.pids)
         traffic(setup, size)
+        cpu = cpu_seconds(setup.pids) - cpu
         time.sleep(0.5)
         after_hub, after_client = memory_kib(hub), memory_kib(client)
         return {
             "before": before,
             "after": {"hub": after_hub["VmRSS"], "client": after_client["VmRSS"]},
             "peak": {"hub": after_hub["VmHWM"], "client": after_client["VmHWM"]},
+            "traffic_cpu_ms": {"both": round(cpu * 1000)},
         }
     finally:
         for app in setup.apps:
@@ -149,12 +152,13 @@ def main() -> None:
             print(f"logs in {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    print("RSS in MiB: once the channels are open / after traffic / peak (VmHWM)")
-    print(f"{'ports':>5}  {'hub':^22}  {'client':^22}  {'peak sum':>8}")
+    print("RSS in MiB: once the channels are open / after traffic / peak (VmHWM); CPU s of both for the traffic")
+    print(f"{'ports':>5}  {'hub':^22}  {'client':^22}  {'peak sum':>8}  {'CPU s':>5}")
     for count, r in results.items():
         cells = ["/".join(mib(r[k][side]).strip() for k in ("before", "after", "peak")) for side in ("hub", "client")]
         total = r["peak"]["hub"] + r["peak"]["client"]
-        print(f"{count:>5}  {cells[0]:^22}  {cells[1]:^22}  {mib(total):>8}")
+        cpu = r["traffic_cpu_ms"]["both"] / 1000
+        print(f"{count:>5}  {cells[0]:^22}  {cells[1]:^22}  {mib(total):>8}  {cpu:5.2f}")
     low, high = min(counts), max(counts)
     if high > low:
         print(f"per port ({low} -> {high} ports), KiB:")
