@@ -92,7 +92,9 @@ def start(ports: int, tmp: Path) -> Setup:
         for proc in (client, hub):
             proc.terminate()
         device.close()
-        raise RuntimeError(f"the links did not appear; the log: {log.name}") from None
+        log.close()
+        tail = Path(log.name).read_text(errors="replace").splitlines()[-3:]
+        raise RuntimeError(f"{ports} ports: the links did not appear; the log ends: {' | '.join(tail)}") from None
     time.sleep(1 + ports * 0.02)  # the channels open after the links
     apps = [PtyApp(str(links / f"p{i}")) for i in range(ports)]
 
