@@ -17,11 +17,12 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Any
 
 from comtunnel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,15 @@ class RevocationList:
     It fails closed: a CRL that was read once and is then deleted, unreadable or not signed by the
     CA is logged as an error and the serials it last revoked stay refused. Only a CRL that never
     existed (crl.pem in --certs before the first ``certs revoke``) means nothing is revoked.
+
+    The CA certificate is kept as PEM and cryptography imported only once a CRL is there to read,
+    so a hub that has never revoked anything does not carry it (about 10 MiB).
     """
 
-    def __init__(self, path: Path, ca_cert: x509.Certificate | None = None) -> None:
+    def __init__(self, path: Path, ca_pem: bytes | None = None) -> None:
         self.path = path
-        self.ca_cert = ca_cert
+        self.ca_pem = ca_pem
+        self._ca_cert: x509.Certificate | None = None
         self.serials: frozenset[int] = frozenset()
         self._stamp: tuple[int, int, int] | str | None = None
         self.loaded = False  # a valid CRL was read at least once: from then on, none is an error
@@ -121,11 +126,12 @@ class RevocationList:
             self._stamp = stamp
             return False
         self._stamp = stamp
+        from cryptography import x509
+
         try:
             crl = x509.load_pem_x509_crl(self.path.read_bytes())
-            if self.ca_cert is not None and (
-                crl.issuer != self.ca_cert.subject or not crl.is_signature_valid(self.ca_cert.public_key())  # type: ignore[arg-type]
-            ):
+            ca = self._ca()
+            if ca is not None and (crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key())):  # type: ignore[arg-type]
                 raise ValueError("it is not signed by this hub's CA")
         except (ValueError, OSError) as exc:
             log.error("ignoring the revocation list %s: %s; still refusing what it revoked before", self.path, exc)
@@ -138,11 +144,22 @@ class RevocationList:
 
     def is_revoked(self, cert_der: bytes) -> bool:
         if not self.serials:
-            return False
+            return False  # nothing revoked, or no CRL yet: and cryptography not loaded
+        from cryptography import x509
+
         try:
             cert = x509.load_der_x509_certificate(cert_der)
         except ValueError:
             return True  # cannot happen after a verified handshake; refuse rather than guess
-        if self.ca_cert is not None and cert.issuer != self.ca_cert.subject:
+        ca = self._ca()
+        if ca is not None and cert.issuer != ca.subject:
             return False
         return cert.serial_number in self.serials
+
+    def _ca(self) -> x509.Certificate | None:
+        """The CA certificate, parsed on first use (the PEM was read, and checked by OpenSSL, at start)."""
+        if self._ca_cert is None and self.ca_pem is not None:
+            from cryptography import x509
+
+            self._ca_cert = x509.load_pem_x509_certificate(self.ca_pem)
+        return self._ca_cert

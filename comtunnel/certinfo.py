@@ -14,10 +14,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from comtunnel.certnames import CRL_FILE, RESERVED
 from comtunnel.errors import CertificateError, UsageError
-
-CRL_FILE = "crl.pem"
-RESERVED = {"ca", "hub"}  # certificate stems that are not clients
 
 
 def revoked_serials(crl_path: Path, ca_cert: x509.Certificate) -> dict[int, dt.datetime]:

@@ -40,7 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from comtunnel.certinfo import CRL_FILE, RESERVED, revoked_serials, why
+from comtunnel.certinfo import revoked_serials, why
+from comtunnel.certnames import CRL_FILE, RESERVED, check_client_name
 from comtunnel.errors import CertificateError, UsageError
 
 # Keys that may sign: ours are EC, but a CA brought from elsewhere may be any of these.
@@ -49,7 +50,6 @@ _ISSUER_KEYS = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519Pr
 
 MAX_DAYS = 36500  # X.509 dates end in 9999; a century is plenty and keeps datetime arithmetic safe
 
-_CLIENT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 # RFC 1123 labels, plus '_' (seen on real LANs) and a leading '*.' wildcard.
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _DNS_NAME = re.compile(rf"(\*\.)?({_LABEL}\.)*{_LABEL}\.?")
@@ -224,15 +224,6 @@ def revoke(directory: Path, name: str, *, ca_passphrase: bytes | None = None) ->
     # Renamed into place: a hub reloading it never sees half a file.
     _write_file(crl_path, crl.public_bytes(serialization.Encoding.PEM), _PUBLIC_MODE)
     return crl_path, cert.serial_number
-
-
-def check_client_name(name: str) -> None:
-    """Client names become file names (NAME.crt), so nothing that could leave the directory or hide."""
-    if not _CLIENT_NAME.fullmatch(name) or name.lower() in RESERVED:
-        raise UsageError(
-            f"client name {name!r} must be 1-64 letters, digits, '-', '_' or '.', not start with '.', "
-            "and not be 'ca' or 'hub'"
-        )
 
 
 # --- internals ----------------------------------------------------------------------------------

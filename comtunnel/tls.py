@@ -4,11 +4,12 @@ Why TLS 1.3 only: fewer round trips on connect, no legacy cipher choices to get 
 requires a client certificate signed by its CA; the client checks the hub's certificate against
 the same CA *and* the host name it dialled.
 
-The files are checked here, with cryptography, before OpenSSL sees them: a key that does not
-match its certificate, a certificate from another ``certs init`` run, an expired one or a hub
+The files are checked here, by a handshake with themselves in memory: a key that does not match
+its certificate, a certificate from another ``certs init`` run, an expired one or a hub
 certificate used as a client's would otherwise surface only as an obscure handshake failure on
 the *other* machine. Each such problem is a :class:`CertificateError` naming the file and the
-command that fixes it.
+command that fixes it. Only then is cryptography imported, to say which it is: a hub or client
+that starts well never loads it (about 10 MiB per process).
 
 OpenSSL's handshake errors are precise but cryptic, and in TLS 1.3 a client learns that the hub
 refused its certificate only from an alert after its own handshake finished. :func:`describe_tls_error`
@@ -19,27 +20,27 @@ a user can act on.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import ipaddress
 import re
 import socket
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
-
-from comtunnel.certinfo import certificate_name
-from comtunnel.certs import check_client_name
+from comtunnel.certnames import check_client_name
 from comtunnel.errors import CertificateError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 def hub_context(certs_dir: Path) -> ssl.SSLContext:
     """Server side: hub.crt/hub.key, and every client must present a certificate signed by ca.crt."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     hint = f"create them with: comtunnel certs init {certs_dir} --hub-name NAME"
-    _load(context, certs_dir, "hub", ExtendedKeyUsageOID.SERVER_AUTH, hint)
+    _load(context, certs_dir, "hub", True, hint)
     context.verify_mode = ssl.CERT_REQUIRED
     context.num_tickets = 0  # clients never resume sessions; don't send them tickets they will ignore
     return context
@@ -50,7 +51,7 @@ def client_context(certs_dir: Path, name: str) -> ssl.SSLContext:
     check_client_name(name)  # NAME becomes a file name: refuse '../x' before touching the disk
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     hint = f"create them with: comtunnel certs client {certs_dir} {name}"
-    _load(context, certs_dir, name, ExtendedKeyUsageOID.CLIENT_AUTH, hint)
+    _load(context, certs_dir, name, False, hint)
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
     return context
@@ -90,22 +91,122 @@ def peer_name(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
         return None
     if not verified or not der:
         return None
-    try:
-        return certificate_name(der)
-    except CertificateError:
-        return None
+    return _common_name(verified)
+
+
+def _common_name(cert: dict[str, Any]) -> str:
+    """The subject's common name from ``getpeercert()``'s dict (read by OpenSSL, no cryptography)."""
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return "?"
+
+
+def _alt_names(cert: dict[str, Any]) -> list[str]:
+    """DNS names and IP addresses from ``getpeercert()``'s dict, written as ipaddress writes them."""
+    names = []
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "DNS":
+            names.append(str(value))
+        elif kind == "IP Address":
+            names.append(str(ipaddress.ip_address(str(value).strip())))
+    return names
 
 
 # --- loading and checking the files ---------------------------------------------------------------
 
 
-def _load(context: ssl.SSLContext, certs_dir: Path, stem: str, usage: x509.ObjectIdentifier, hint: str) -> None:
+def _load(context: ssl.SSLContext, certs_dir: Path, stem: str, server: bool, hint: str) -> None:
+    """Load and check the files with OpenSSL alone; only a failure imports cryptography, to say why.
+
+    A TLS handshake in memory, between the certificate and key and a peer trusting only ca.crt,
+    proves what a user could get wrong: the key belongs to the certificate, ca.crt signed it, it has
+    not expired, and it is for the right side (OpenSSL checks the extended key usage).
+    """
     if not certs_dir.is_dir():
         raise CertificateError(f"certificate directory {certs_dir} does not exist ({hint})")
     ca_path, cert_path, key_path = certs_dir / "ca.crt", certs_dir / f"{stem}.crt", certs_dir / f"{stem}.key"
     for path in (ca_path, cert_path, key_path):
         if not path.exists():
             raise CertificateError(f"{path} not found ({hint})")
+    ca = _read(ca_path).decode("ascii", errors="replace")
+    try:
+        context.load_verify_locations(cadata=ca)
+        # The callback only runs for an encrypted key; it stops OpenSSL prompting on a tty.
+        context.load_cert_chain(str(cert_path), str(key_path), password=_no_passphrase)
+        refused = _self_handshake(ca, cert_path, key_path, server)
+    except (ssl.SSLError, OSError, CertificateError) as exc:
+        refused = exc
+    if isinstance(refused, ssl.SSLCertVerificationError) and refused.verify_code == _NOT_YET_VALID:
+        # Not an error: this machine's clock is more likely behind, and the peer's may be right.
+        refused = None
+    if refused is not None:
+        _explain(ca_path, cert_path, key_path, server, hint)
+        raise CertificateError(f"OpenSSL cannot use {cert_path} with {key_path}: {_openssl_reason(refused)}")
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+
+
+def _self_handshake(ca: str, cert_path: Path, key_path: Path, server: bool) -> BaseException | None:
+    """Present the certificate to a peer that trusts only ``ca``, in memory; the peer's refusal, or None.
+
+    The peer checks it as it would in the tunnel: a client checks a hub's certificate (without a
+    host name), a hub a client's. A hub needs a certificate of its own to shake hands at all, so the
+    peer checking a client's certificate presents that same one, which nothing checks.
+    """
+    ours = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    ours.load_cert_chain(str(cert_path), str(key_path), password=_no_passphrase)
+    peer = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT if server else ssl.PROTOCOL_TLS_SERVER)
+    peer.load_verify_locations(cadata=ca)
+    peer.check_hostname = False
+    peer.verify_mode = ssl.CERT_REQUIRED
+    if not server:
+        peer.load_cert_chain(str(cert_path), str(key_path), password=_no_passphrase)
+        ours.check_hostname = False
+        ours.verify_mode = ssl.CERT_NONE
+    for side in (ours, peer):
+        side.minimum_version = ssl.TLSVersion.TLSv1_3
+    ours_in, ours_out, peer_in, peer_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    client_first = not server  # the client side speaks first
+    sides = [
+        (ours.wrap_bio(ours_in, ours_out, server_side=server), ours_out, peer_in),
+        (peer.wrap_bio(peer_in, peer_out, server_side=not server), peer_out, ours_in),
+    ]
+    if not client_first:
+        sides.reverse()
+    done = [False, False]
+    for _ in range(8):  # a TLS 1.3 handshake takes three flights
+        for i, (tls, out, into) in enumerate(sides):
+            if not done[i]:
+                try:
+                    tls.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError as exc:
+                    return exc
+            into.write(out.read())
+        if all(done):
+            return None
+    return ssl.SSLError("the handshake with itself did not finish")
+
+
+def _openssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return str(exc.verify_message)
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc).lower().replace("_", " ")
+    return str(exc)
+
+
+def _explain(ca_path: Path, cert_path: Path, key_path: Path, server: bool, hint: str) -> None:
+    """Raise the CertificateError saying what is wrong with the files OpenSSL refused, if cryptography
+    can tell (it names the file and the command that fixes it); return if it finds nothing."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     ca = _read_cert(ca_path)
     cert = _read_cert(cert_path)
     try:
@@ -122,15 +223,17 @@ def _load(context: ssl.SSLContext, certs_dir: Path, stem: str, usage: x509.Objec
         raise CertificateError(
             f"{cert_path} is not signed by {ca_path}: they come from different 'comtunnel certs init' runs"
         ) from None
-    _check_dates(cert, cert_path, hint)
-    _check_usage(cert, cert_path, usage)
+    expiry = cert.not_valid_after_utc
+    if expiry < dt.datetime.now(dt.UTC):
+        raise CertificateError(f"{cert_path} expired on {expiry:%Y-%m-%d} (make a new one; {hint})")
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     try:
-        context.load_verify_locations(cafile=str(ca_path))
-        # The callback only runs for an encrypted key (refused above); it stops OpenSSL prompting on a tty.
-        context.load_cert_chain(str(cert_path), str(key_path), password=_no_passphrase)
-    except (ssl.SSLError, OSError) as exc:
-        raise CertificateError(f"OpenSSL cannot use {cert_path} with {key_path}: {exc}") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return  # no EKU means any use, for OpenSSL too
+    if usage not in usages:
+        wanted = "hub (server)" if server else "client"
+        raise CertificateError(f"{cert_path} is not a {wanted} certificate: the hub uses hub.crt, a client NAME.crt")
 
 
 def _read(path: Path) -> bytes:
@@ -141,28 +244,12 @@ def _read(path: Path) -> bytes:
 
 
 def _read_cert(path: Path) -> x509.Certificate:
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificate(_read(path))
     except ValueError:
         raise CertificateError(f"{path} is not a PEM certificate") from None
-
-
-def _check_dates(cert: x509.Certificate, path: Path, hint: str) -> None:
-    # Only expiry: a "not yet valid" certificate more likely means this machine's clock is behind,
-    # and the peer, whose clock may be right, will accept it.
-    expiry = cert.not_valid_after_utc
-    if expiry < dt.datetime.now(dt.UTC):
-        raise CertificateError(f"{path} expired on {expiry:%Y-%m-%d} (make a new one; {hint})")
-
-
-def _check_usage(cert: x509.Certificate, path: Path, usage: x509.ObjectIdentifier) -> None:
-    try:
-        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return  # no EKU means any use, for OpenSSL too
-    if usage not in usages:
-        wanted = "hub (server)" if usage == ExtendedKeyUsageOID.SERVER_AUTH else "client"
-        raise CertificateError(f"{path} is not a {wanted} certificate: the hub uses hub.crt, a client NAME.crt")
 
 
 def _no_passphrase() -> bytes:
@@ -208,19 +295,15 @@ def describe_session(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
         return "no TLS"
     cipher = ssl_object.cipher()
     der = ssl_object.getpeercert(binary_form=True)
+    cert = ssl_object.getpeercert()  # our peers' certificates are always verified, so this is filled in
     text = f"{ssl_object.version()} {cipher[0] if cipher else '?'}"
-    if der:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes
-
-        from comtunnel.certinfo import certificate_name, subject_alt_names
-
-        cert = x509.load_der_x509_certificate(der)
-        names = ", ".join(subject_alt_names(cert)) or "none"
-        fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
+    if der and cert:
+        names = ", ".join(_alt_names(cert)) or "none"
+        fingerprint = hashlib.sha256(der).digest().hex(":").upper()
+        until = dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(str(cert["notAfter"])), dt.UTC)
         text += (
-            f"; certificate {certificate_name(cert)!r} (SANs: {names}; serial {cert.serial_number:x}; "
-            f"until {cert.not_valid_after_utc:%Y-%m-%d}; SHA-256 {fingerprint[:23]}...)"
+            f"; certificate {_common_name(cert)!r} (SANs: {names}; serial {int(str(cert['serialNumber']), 16):x}; "
+            f"until {until:%Y-%m-%d}; SHA-256 {fingerprint[:23]}...)"
         )
     return text
 

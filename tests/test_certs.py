@@ -24,13 +24,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from support import comtunnel
 
 from comtunnel.certinfo import (
-    CRL_FILE,
     certificate_name,
     format_certificates,
     revoked_serials,
     show_certificates,
     subject_alt_names,
 )
+from comtunnel.certnames import CRL_FILE
 from comtunnel.certs import PASSPHRASE_ENV, add_client, ca_passphrase, init_certs, replace_hub, revoke
 from comtunnel.errors import CertificateError, UsageError
 from comtunnel.tls import client_context, hub_context

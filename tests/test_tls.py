@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import queue
+import re
 import shutil
 import socket
 import ssl
@@ -34,6 +35,7 @@ from comtunnel.certs import init_certs, replace_hub
 from comtunnel.errors import CertificateError, UsageError
 from comtunnel.tls import (
     client_context,
+    describe_session,
     describe_tls_error,
     hub_context,
     is_name_mismatch,
@@ -206,6 +208,32 @@ def test_contexts_are_tls13_and_mutual(certs: Path) -> None:
     assert hub.minimum_version == client.minimum_version == ssl.TLSVersion.TLSv1_3
     assert hub.verify_mode == client.verify_mode == ssl.CERT_REQUIRED
     assert client.check_hostname
+
+
+def test_the_session_is_described_from_what_openssl_verified(certs: Path) -> None:
+    """describe_session (for -v) reads OpenSSL's view of the peer: the same facts cryptography reads."""
+    hub_cert = x509.load_pem_x509_certificate((certs / "hub.crt").read_bytes())
+    fingerprint = hub_cert.fingerprint(hashes.SHA256()).hex(":").upper()[:23]
+    with serving(hub_context(certs)) as hub:
+        with socket.create_connection(("127.0.0.1", hub.port), timeout=5) as raw:
+            with client_context(certs, "alice").wrap_socket(raw, server_hostname="localhost") as tls:
+                text = describe_session(tls)
+                tls.sendall(b"ping")
+                assert tls.recv(100) == b"alice:ping"
+        assert hub.outcome() == "alice"
+    version_and_cipher, certificate = text.split("; ", 1)
+    assert re.fullmatch(r"TLSv1\.3 TLS_\w+", version_and_cipher), text
+    assert certificate == (
+        f"certificate '127.0.0.1' (SANs: {', '.join(subject_alt_names(hub_cert))}; serial {hub_cert.serial_number:x}; "
+        f"until {hub_cert.not_valid_after_utc:%Y-%m-%d}; SHA-256 {fingerprint}...)"
+    )
+    assert describe_session(None) == "no TLS"
+
+
+def test_a_certificate_not_valid_yet_is_loaded(copy: Path) -> None:
+    """More likely this machine's clock is behind; the peer, whose clock may be right, will accept it."""
+    sign(copy, copy / "early", days_from=1, days_to=30, server=False)
+    assert client_context(copy, "early").verify_mode == ssl.CERT_REQUIRED
 
 
 def test_peer_name_is_none_without_a_finished_handshake(certs: Path) -> None:

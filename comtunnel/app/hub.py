@@ -13,6 +13,7 @@ from comtunnel.aio.hub import Hub
 from comtunnel.aio.metrics import Snapshot
 from comtunnel.aio.tasks import Tasks
 from comtunnel.app.config import HubConfig
+from comtunnel.certnames import CRL_FILE
 from comtunnel.errors import CertificateError, UsageError
 from comtunnel.ports.linetrace import LineTrace
 from comtunnel.ports.open import PortSpec, open_device, traced_devices
@@ -84,14 +85,12 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
 def hub_revocations(certs: Path, crl: Path | None) -> RevocationList:
     """The CRL the hub watches: ``crl``, which must exist and be valid, or crl.pem in ``certs``
     (which may appear later)."""
-    from cryptography import x509
-
     ca_path = certs / "ca.crt"
     try:
-        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
-    except (OSError, ValueError) as exc:
+        ca_pem = ca_path.read_bytes()  # parsed only once there is a CRL to check (hub_context checked it)
+    except OSError as exc:
         raise CertificateError(f"cannot read {ca_path}: {exc}") from None
-    revocations = RevocationList(crl or certs / "crl.pem", ca_cert)
+    revocations = RevocationList(crl or certs / CRL_FILE, ca_pem)
     if crl is not None:
         if not crl.exists():
             raise UsageError(f"--crl {crl}: no such file")

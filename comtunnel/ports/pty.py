@@ -27,6 +27,7 @@ import os
 import pwd
 import struct
 import termios
+from collections.abc import Callable
 from pathlib import Path
 
 from comtunnel.errors import PortGone, UsageError
@@ -60,7 +61,7 @@ class PtyPort(SerialPort):
         self.description = str(link)
         self._master = -1
         self._slave = -1
-        self._watch: inotify.Watch | None = None
+        self._watch: int | None = None  # our watch in the process's one inotify instance
         self._listener: PortListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: FdWriter | None = None
@@ -90,13 +91,10 @@ class PtyPort(SerialPort):
         self.settings = self._decode(termios2.get(self._slave))
         fcntl.ioctl(self._master, termios2.TIOCPKT, struct.pack("i", 1))
         os.set_blocking(self._master, False)
-        self._watch = inotify.Watch(
-            Path(self.slave_path), inotify.IN_OPEN | inotify.IN_CLOSE_WRITE | inotify.IN_CLOSE_NOWRITE
-        )
+        self._watch = _watch(self._loop, Path(self.slave_path), self._on_inotify)
         self._listener = listener
         self._writer = FdWriter(self._loop, self._master, self._drained, self._fail)
         self._loop.add_reader(self._master, self._on_readable)
-        self._loop.add_reader(self._watch.fd, self._on_inotify)
         if self.link is not None:
             try:
                 links.make_link(self.link, self.slave_path)
@@ -116,13 +114,12 @@ class PtyPort(SerialPort):
         if self._poll is not None:
             self._poll.cancel()
         if self._loop is not None:
-            for fd in (self._master, self._watch.fd if self._watch else -1):
-                if fd >= 0:
-                    self._loop.remove_reader(fd)
+            if self._master >= 0:
+                self._loop.remove_reader(self._master)
             if self._writer is not None:
                 self._writer.clear()
-        if self._watch is not None:
-            self._watch.close()
+            if self._watch is not None:
+                _unwatch(self._loop, self._watch)
         if self.link is not None and self.slave_path:
             links.remove_link(self.link, self.slave_path)
         for fd in (self._master, self._slave):
@@ -221,20 +218,18 @@ class PtyPort(SerialPort):
         if status & termios2.TIOCPKT_FLUSHWRITE:
             self._listener.app_purge(Purge.TRANSMIT)  # the app dropped its unsent output
 
-    def _on_inotify(self) -> None:
-        assert self._watch is not None
-        for mask in self._watch.read():
-            if mask & inotify.IN_OPEN:
-                self._opens += 1
-                if self._opens == 1 and not self.app_is_open:
-                    self._app_opened()
-            elif mask & (inotify.IN_CLOSE_WRITE | inotify.IN_CLOSE_NOWRITE):
-                self._opens = max(0, self._opens - 1)
-                if self._opens == 0 and self.app_is_open:
-                    self.app_is_open = False
-                    self._arm_poll(False)
-                    if self._listener is not None:
-                        self._listener.app_open(False)
+    def _on_inotify(self, mask: int) -> None:
+        if mask & inotify.IN_OPEN:
+            self._opens += 1
+            if self._opens == 1 and not self.app_is_open:
+                self._app_opened()
+        elif mask & (inotify.IN_CLOSE_WRITE | inotify.IN_CLOSE_NOWRITE):
+            self._opens = max(0, self._opens - 1)
+            if self._opens == 0 and self.app_is_open:
+                self.app_is_open = False
+                self._arm_poll(False)
+                if self._listener is not None:
+                    self._listener.app_open(False)
 
     def _app_opened(self) -> None:
         self.app_is_open = True
@@ -365,3 +360,38 @@ def _give_access(fd: int, path: str, access: LinkAccess) -> None:
         raise UsageError(
             f"cannot give {path} {who}: only root may give a file away (or the user must be in that group)"
         ) from None
+
+
+# --- one inotify instance per event loop, shared by its virtual ports ------------------------------
+
+_OPENS_AND_CLOSES = inotify.IN_OPEN | inotify.IN_CLOSE_WRITE | inotify.IN_CLOSE_NOWRITE
+_watches: dict[asyncio.AbstractEventLoop, inotify.Watches] = {}
+
+
+def _watch(loop: asyncio.AbstractEventLoop, path: Path, callback: Callable[[int], None]) -> int:
+    """Watch a PTY's opens and closes in the loop's inotify instance (made on first use)."""
+    watches = _watches.get(loop)
+    if watches is None:
+        watches = _watches[loop] = inotify.Watches()
+        loop.add_reader(watches.fd, watches.dispatch)
+    try:
+        return watches.add(path, _OPENS_AND_CLOSES, callback)
+    except OSError:
+        _release_if_unused(loop, watches)
+        raise
+
+
+def _unwatch(loop: asyncio.AbstractEventLoop, wd: int) -> None:
+    watches = _watches.get(loop)
+    if watches is not None:
+        watches.remove(wd)
+        _release_if_unused(loop, watches)
+
+
+def _release_if_unused(loop: asyncio.AbstractEventLoop, watches: inotify.Watches) -> None:
+    """The last port closed: no instance (and no reader) outlives the ports, or a closed loop."""
+    if not watches:
+        del _watches[loop]
+        if not loop.is_closed():
+            loop.remove_reader(watches.fd)
+        watches.close()

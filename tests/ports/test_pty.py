@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import termios
 import time
@@ -46,6 +47,44 @@ def test_link_lifecycle_and_reopen(tmp_path: Path) -> None:
             await port.close()
             await second.close()
         assert not link.exists() and not stale.exists()
+
+    run(main)
+
+
+def inotify_fds() -> int:
+    """inotify instances this process holds (each is one of the user's 128, by default)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own fd is gone by now
+            count += "inotify" in os.readlink(f"/proc/self/fd/{fd}")
+    return count
+
+
+def test_ports_share_one_inotify_instance_and_each_sees_its_own_app(tmp_path: Path) -> None:
+    """150 ports: more than Linux's default 128 instances per user; one instance, one fd, for all."""
+
+    async def main() -> None:
+        before = inotify_fds()
+        recs = [Recorder() for _ in range(150)]
+        ports = [PtyPort(tmp_path / f"p{i}", PortSettings(9600)) for i in range(150)]
+        try:
+            for port, rec in zip(ports, recs, strict=True):
+                await port.open(rec)
+            assert inotify_fds() == before + 1
+            fd = open_app(tmp_path / "p7")
+            await wait_for(lambda: ports[7].app_is_open)
+            os.close(fd)
+            await wait_for(lambda: not ports[7].app_is_open)
+            assert recs[7].opens == [True, False]
+            assert all(not rec.opens for i, rec in enumerate(recs) if i != 7)
+            await ports[7].close()
+            fd = open_app(tmp_path / "p8")  # the others still see their apps once one port has gone
+            await wait_for(lambda: ports[8].app_is_open)
+            os.close(fd)
+        finally:
+            for port in ports:
+                await port.close()
+        assert inotify_fds() == before  # the last port closed it
 
     run(main)
 

@@ -20,7 +20,6 @@ from comtunnel.aio.refuse import Refusals
 from comtunnel.aio.tasks import Tasks
 from comtunnel.aio.tls_layer import TlsLayer, peer_certificate
 from comtunnel.aio.tunnel import Tunnel
-from comtunnel.certinfo import subject_alt_names
 from comtunnel.errors import DETAIL, CertificateError, PeerError, PortError, UsageError
 from comtunnel.policy.backoff import Backoff
 from comtunnel.ports.network import cannot_listen, shown_listen_address
@@ -388,6 +387,8 @@ class Client:
             probe = names_probe_context(self.ssl_context)
             der = await peer_certificate(self.host, self.port, probe, self.server_hostname, NAMES_PROBE_TIMEOUT)
             if der is not None:
+                from comtunnel.certinfo import subject_alt_names  # cryptography, on this failure path only
+
                 names = subject_alt_names(der)
         return CertificateError(f"TLS with the hub failed: {describe_tls_error(exc, peer_names=names)}")
 
