@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -232,7 +233,6 @@ class Client:
 
 
 def drain_device(device: Device, size: int, done: threading.Event, box: list[float]) -> None:
-    import select
 
     got = 0
     start = None
@@ -451,6 +451,23 @@ def start_client_role(setup: Setup, device: DeviceProc) -> int:
     return port
 
 
+def start_client_role_tunnel(setup: Setup, device: DeviceProc) -> int:
+    """The same client role, the way it is used: the hub's port reaches a client's virtual PTY through
+    the TLS tunnel. Returns 0: the application opens the link (see :class:`PtyApp`)."""
+    s2n = setup.ser2net(device.path)
+    hub_port, certs = free_port(), str(setup.certs())
+    hub = setup.comtunnel(
+        "hub", "--listen", f"127.0.0.1:{hub_port}", "--certs", certs, "--control-socket", "none",
+        "--port", f"d=rfc2217://127.0.0.1:{s2n}",
+    )  # fmt: skip
+    listening(hub_port, hub, setup.log)
+    setup.comtunnel(
+        "client", "--connect", f"127.0.0.1:{hub_port}", "--certs", certs, "--name", "b",
+        "--link", f"d={setup.tmp / 'link-d'}",
+    )  # fmt: skip
+    return 0
+
+
 class PyserialApp:
     """An application on pyserial's rfc2217:// client: blocking reads of what is there (at least a byte)."""
 
@@ -491,7 +508,41 @@ class RawApp:
         self.sock.close()
 
 
-App = PyserialApp | RawApp
+class PtyApp:
+    """An application on a client's virtual port (a PTY link), raw, once the client has seen it open."""
+
+    def __init__(self, setup: Setup) -> None:
+        link = setup.tmp / "link-d"
+        deadline = time.monotonic() + 15
+        while not link.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{link} did not appear:\n{setup.log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        self.fd = os.open(link, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.fd)
+        setup.wait_log(r"d: application opened the port")
+        setup.wait_log(r"opened d \(rfc2217://")
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            select.select([], [self.fd], [], 5)
+            with suppress(BlockingIOError):
+                view = view[os.write(self.fd, view) :]
+
+    def read(self) -> bytes:
+        if not select.select([self.fd], [], [], 2)[0]:
+            return b""
+        try:
+            return os.read(self.fd, 1 << 17)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+App = PyserialApp | RawApp | PtyApp
 
 
 def app_to_device(app: App, device: DeviceProc, size: int) -> float:
@@ -613,14 +664,16 @@ SER2NET_PYSERIAL = "ser2net + pyserial"
 HUB_GATEWAY = "hub --rfc2217 + pyserial"
 CLIENT_GATEWAY = "client --rfc2217 (tunnel) + pyserial"
 CLIENT_ROLE = "hub <- ser2net (client role), raw app"
+CLIENT_ROLE_TUNNEL = "hub <- ser2net (client role), tunnel, PTY app"
 NO_DEVICE = "no-device server + pyserial (its ceiling)"
-SETUPS: list[tuple[str, Callable[[Setup, DeviceProc], int], bool, tuple[str, ...]]] = [
-    # name, start, pyserial app (else raw TCP), what to measure
-    (SER2NET_PYSERIAL, start_ser2net, True, ("a2d", "d2a", "echo")),
-    (HUB_GATEWAY, start_hub_gateway, True, ("a2d", "d2a", "echo")),
-    (CLIENT_GATEWAY, start_client_gateway, True, ("a2d", "d2a", "echo")),
-    (CLIENT_ROLE, start_client_role, False, ("a2d", "d2a")),
-    (NO_DEVICE, start_no_device, True, ("ceiling",)),
+SETUPS: list[tuple[str, Callable[[Setup, DeviceProc], int], str, tuple[str, ...]]] = [
+    # name, start, application, what to measure
+    (SER2NET_PYSERIAL, start_ser2net, "pyserial", ("a2d", "d2a", "echo")),
+    (HUB_GATEWAY, start_hub_gateway, "pyserial", ("a2d", "d2a", "echo")),
+    (CLIENT_GATEWAY, start_client_gateway, "pyserial", ("a2d", "d2a", "echo")),
+    (CLIENT_ROLE, start_client_role, "raw", ("a2d", "d2a")),
+    (CLIENT_ROLE_TUNNEL, start_client_role_tunnel, "pty", ("a2d", "d2a")),
+    (NO_DEVICE, start_no_device, "pyserial", ("ceiling",)),
 ]
 
 
@@ -631,8 +684,8 @@ def run_targets(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     small, big = args.kib << 10, args.mib << 20
     with tempfile.TemporaryDirectory(prefix="bench-rfc2217-") as tmp, ExitStack() as stack:
         running = []
-        for i, (name, start, pyserial_app, what) in enumerate(SETUPS):
-            if start in (start_ser2net, start_client_role) and not os.path.exists(SER2NET):
+        for i, (name, start, kind, what) in enumerate(SETUPS):
+            if start in (start_ser2net, start_client_role, start_client_role_tunnel) and not os.path.exists(SER2NET):
                 print(f"{name}: skipped, no {SER2NET}", file=sys.stderr)
                 continue
             device, setup = DeviceProc(), Setup(Path(tmp), f"setup{i}")
@@ -640,12 +693,14 @@ def run_targets(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
             stack.callback(setup.stop)
             try:
                 port = start(setup, device)
-                app: App = PyserialApp(port) if pyserial_app else RawApp(port, setup)
+                app: App = (
+                    PyserialApp(port) if kind == "pyserial" else RawApp(port, setup) if kind == "raw" else PtyApp(setup)
+                )
             except Exception as exc:  # one setup failing must not hide the others
                 print(f"{name}: failed to start: {exc}", file=sys.stderr)
                 continue
             stack.callback(app.close)
-            running.append((name, app, device, what, small if pyserial_app else big))
+            running.append((name, app, device, what, small if kind == "pyserial" else big))
         for rep in range(args.reps):
             print(f"repetition {rep + 1} of {args.reps}", file=sys.stderr, flush=True)
             for name, app, device, what, size in running:
@@ -688,6 +743,8 @@ def report(results: dict[str, dict[str, list[float]]]) -> list[tuple[str, float,
     rows.append(("   ser2net / pyserial's ceiling, device to app (reference)", r, r >= 0.9))
     r = m(role, "device_to_app_MBps") / m(s2n, "device_to_app_MBps")
     rows.append(("b. client role device to app / pyserial on ser2net (>= 10x)", r, r >= 10))
+    r = m(CLIENT_ROLE_TUNNEL, "device_to_app_MBps") / m(s2n, "device_to_app_MBps")
+    rows.append(("b. the same through the tunnel to a client PTY (>= 10x)", r, r >= 10))
     r = m(tunnel, "echo1_p50_ms") / m(s2n, "echo1_p50_ms")
     rows.append(
         (f"c. 1-byte echo p50, client --rfc2217 / ser2net (< 1x; {m(tunnel, 'echo1_p50_ms'):.2f} ms)", r, r < 1)
