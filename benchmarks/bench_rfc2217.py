@@ -297,6 +297,7 @@ async def measure(port: int, device: Device, mib: int, seconds: float) -> dict[s
 # --- the targets, with pyserial's client -----------------------------------------------------------------
 
 SER2NET = shutil.which("ser2net") or "/usr/sbin/ser2net"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: ser2net leaves DTR/RTS on a PTY unanswered; pyserial's open() fails without this. The same URL for all.
 PYSERIAL_URL = "rfc2217://127.0.0.1:{}?ign_set_control"
 
@@ -395,6 +396,15 @@ class Setup:
                 return
             time.sleep(0.02)
         raise RuntimeError(f"{pattern!r} not seen:\n{self.log.read_text(errors='replace')}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of every process of this setup (the servers; not the application)."""
+        total = 0
+        for proc in self.procs:
+            with suppress(OSError):
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / CLK_TCK
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -605,8 +615,8 @@ def start_no_device(setup: Setup, device: DeviceProc) -> int:
 
 def no_device_server(port: int) -> None:
     """An RFC 2217 server with nothing behind it: each request is acknowledged with its own value,
-    and the data line ``send N`` is answered with N bytes in one write. What pyserial's client reads
-    from it is that client's own ceiling, the most any server can get through to a pyserial app."""
+    the data line ``send N`` is answered with N bytes in one write, and other data is echoed. What
+    pyserial's client gets from it is that client's own ceiling (throughput) and floor (echo)."""
     from comtunnel.protocol.settings import Parity, StopBits
 
     class Session(asyncio.Protocol):
@@ -620,11 +630,13 @@ def no_device_server(port: int) -> None:
             c = self.codec
             for event in c.receive_data(data):
                 match event:
-                    case r.SerialDataReceived(chunk):
+                    case r.SerialDataReceived(chunk) if self.line or chunk.startswith(b"send "):
                         self.line += chunk
                         while b"\n" in self.line:
                             command, _, self.line = self.line.partition(b"\n")
                             c.send_data(os.urandom(int(command.split()[1])))
+                    case r.SerialDataReceived(chunk):
+                        c.send_data(chunk)  # a loopback otherwise: the echo floor of pyserial's client
                     case r.BaudRateRequested(baud, _):
                         c.ack_baudrate(baud or 115200)
                     case r.DataSizeRequested(bits):
@@ -673,8 +685,31 @@ SETUPS: list[tuple[str, Callable[[Setup, DeviceProc], int], str, tuple[str, ...]
     (CLIENT_GATEWAY, start_client_gateway, "pyserial", ("a2d", "d2a", "echo")),
     (CLIENT_ROLE, start_client_role, "raw", ("a2d", "d2a")),
     (CLIENT_ROLE_TUNNEL, start_client_role_tunnel, "pty", ("a2d", "d2a")),
-    (NO_DEVICE, start_no_device, "pyserial", ("ceiling",)),
+    (NO_DEVICE, start_no_device, "pyserial", ("ceiling", "echo")),
 ]
+
+
+def one_round(
+    row: dict[str, list[float]], setup: Setup, app: App, device: DeviceProc, what: tuple[str, ...], size: int,
+    big: int, echoes: int,
+) -> None:  # fmt: skip
+    """One repetition of a setup's measurements, each throughput with the servers' CPU time per MB."""
+
+    def timed(key: str, size: int, measure: Callable[[], float]) -> None:
+        cpu = setup.cpu_seconds()
+        row.setdefault(f"{key}_MBps", []).append(measure())
+        row.setdefault(f"{key}_server_cpu_s_per_MB", []).append((setup.cpu_seconds() - cpu) / (size / 1e6))
+
+    if "a2d" in what:
+        timed("app_to_device", big, lambda: app_to_device(app, device, big))
+    if "d2a" in what:
+        timed("device_to_app", size, lambda: device_to_app(app, device, size))
+    if "ceiling" in what:
+        timed("device_to_app", size, lambda: ceiling_to_app(app, size))
+    if "echo" in what:
+        samples = echo(app, device, echoes)
+        row.setdefault("echo1_p50_ms", []).append(percentile(samples, 50))
+        row.setdefault("echo1_p99_ms", []).append(percentile(samples, 99))
 
 
 def run_targets(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
@@ -700,22 +735,12 @@ def run_targets(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
                 print(f"{name}: failed to start: {exc}", file=sys.stderr)
                 continue
             stack.callback(app.close)
-            running.append((name, app, device, what, small if kind == "pyserial" else big))
+            running.append((name, setup, app, device, what, small if kind == "pyserial" else big))
         for rep in range(args.reps):
             print(f"repetition {rep + 1} of {args.reps}", file=sys.stderr, flush=True)
-            for name, app, device, what, size in running:
-                row = results.setdefault(name, {})
+            for name, setup, app, device, what, size in running:
                 try:
-                    if "a2d" in what:
-                        row.setdefault("app_to_device_MBps", []).append(app_to_device(app, device, big))
-                    if "d2a" in what:
-                        row.setdefault("device_to_app_MBps", []).append(device_to_app(app, device, size))
-                    if "ceiling" in what:
-                        row.setdefault("device_to_app_MBps", []).append(ceiling_to_app(app, size))
-                    if "echo" in what:
-                        samples = echo(app, device, args.echoes)
-                        row.setdefault("echo1_p50_ms", []).append(percentile(samples, 50))
-                        row.setdefault("echo1_p99_ms", []).append(percentile(samples, 99))
+                    one_round(results.setdefault(name, {}), setup, app, device, what, size, big, args.echoes)
                 except Exception as exc:
                     print(f"{name}: failed: {exc}", file=sys.stderr)
     return results
@@ -726,7 +751,14 @@ def report(results: dict[str, dict[str, list[float]]]) -> list[tuple[str, float,
         values = results.get(name, {}).get(key)
         return statistics.median(values) if values else float("nan")
 
-    keys = ["app_to_device_MBps", "device_to_app_MBps", "echo1_p50_ms", "echo1_p99_ms"]
+    keys = [
+        "app_to_device_MBps",
+        "device_to_app_MBps",
+        "echo1_p50_ms",
+        "echo1_p99_ms",
+        "app_to_device_server_cpu_s_per_MB",
+        "device_to_app_server_cpu_s_per_MB",
+    ]
     print("| setup | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for name in results:
