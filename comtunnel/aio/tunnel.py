@@ -1,12 +1,9 @@
 """Drives a :class:`~comtunnel.protocol.mux.Connection` over an asyncio transport (TLS in practice).
 
-The one place bytes meet the socket. Output is coalesced per loop turn: every send method of the
-connection only queues frames, and :meth:`Tunnel.flush_soon` writes them once the turn's I/O
-callbacks have run (no waiting for I/O or a timer). So the frames every port produced in one turn
-share one TLS write, and a quiet port's byte waits behind at most one read quantum of a busy port
-(``DRAIN_LIMIT`` in the port backends), not behind everything the busy port could read. Input
-events are handed to a :class:`TunnelHandler` (the hub session or the client), which owns the
-channels; what they queue goes out in one write at the end of the read.
+The one place bytes meet the socket. Output is coalesced without waiting: every send method of
+the connection only queues frames; :meth:`Tunnel.flush_soon` writes them at once, except while
+input is being handled, when everything one read produced goes out in one write at its end. Input events are handed to a
+:class:`TunnelHandler` (the hub session or the client), which owns the channels.
 """
 
 from __future__ import annotations
@@ -83,7 +80,7 @@ class Tunnel(asyncio.Protocol):
         self.handshake = asyncio.get_running_loop().create_future()
         self.bytes_in = 0
         self.bytes_out = 0
-        self._flush_scheduled = False
+        self._receiving = False
         self._loop = asyncio.get_running_loop()
         self._keepalive = KeepAlive(self._loop.time(), interval=ping_interval, timeout=dead_timeout)
         self._timer: asyncio.TimerHandle | None = None
@@ -114,18 +111,22 @@ class Tunnel(asyncio.Protocol):
             return
         if self._budget is not None and self.conn.buffered != self._charged and not self._charge():
             return
+        self._receiving = True
         if self._debug and events:
             log.debug("%s: %s", self.peer, ", ".join(_kind(event) for event in events))
-        for event in events:
-            if isinstance(event, ev.HandshakeComplete) and not self.handshake.done():
-                self.handshake.set_result(event.info)
-            if self.handler is not None:
-                self.handler.tunnel_event(event)
-            if isinstance(event, ev.ConnectionTerminated):
-                if event.code == ErrorCode.NORMAL and not event.message:
-                    log.debug("%s said goodbye", self.peer)  # e.g. after every `comtunnel list`
-                else:
-                    log.info("%s is closing the connection: %s", self.peer, event.message or event.code)
+        try:
+            for event in events:
+                if isinstance(event, ev.HandshakeComplete) and not self.handshake.done():
+                    self.handshake.set_result(event.info)
+                if self.handler is not None:
+                    self.handler.tunnel_event(event)
+                if isinstance(event, ev.ConnectionTerminated):
+                    if event.code == ErrorCode.NORMAL and not event.message:
+                        log.debug("%s said goodbye", self.peer)  # e.g. after every `comtunnel list`
+                    else:
+                        log.info("%s is closing the connection: %s", self.peer, event.message or event.code)
+        finally:
+            self._receiving = False
         self.flush()
 
     def _charge(self) -> bool:
@@ -202,15 +203,10 @@ class Tunnel(asyncio.Protocol):
     # --- output --------------------------------------------------------------------------------
 
     def flush_soon(self) -> None:
-        """Write what is queued once this loop turn's callbacks have run: one TLS record and one
-        write for every port that had something in this turn, in the order they queued it."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush_turn)
-
-    def _flush_turn(self) -> None:
-        self._flush_scheduled = False
-        self.flush()
+        """Write what is queued now, or, while input is being handled, once at its end: every event
+        of one read shares one TLS write, and nothing waits for a later loop iteration."""
+        if not self._receiving:  # else data_received flushes once it has handled the whole read
+            self.flush()
 
     def flush(self) -> None:
         data = self.conn.data_to_send()

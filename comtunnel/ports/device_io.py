@@ -22,8 +22,7 @@ from comtunnel.ports import lineconf
 from comtunnel.ports.fdio import FdWriter
 
 READ_SIZE = 65536
-#: Read per wake-up: a busy device's quantum in the loop's round of ready ports (see aio.tunnel).
-DRAIN_LIMIT = 32 * 1024
+DRAIN_LIMIT = 256 * 1024  # per wake-up, so one busy device cannot hold the loop for long
 WRITE_CHUNK = 16384  # thread path: writes are joined or split to this; a closing writer finishes one chunk
 THREAD_READ_TIMEOUT = 0.05  # how long a paused or closing reader thread can take to notice (pyserial's timeout)
 JOIN_TIMEOUT = 1.0

@@ -40,8 +40,7 @@ from comtunnel.specs import LinkAccess
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536 + 1  # one packet-mode status byte + data
-#: Read per wake-up: a busy port's quantum in the loop's round of ready ports (see aio.tunnel).
-DRAIN_LIMIT = 32 * 1024
+DRAIN_LIMIT = 256 * 1024  # per wake-up, so one busy port cannot hold the loop for long
 POLL_INTERVAL = 0.05
 PEEK_INTERVAL = 0.02
 
