@@ -177,9 +177,16 @@ class RendezvousLink(asyncio.Protocol):
         return self.transport.get_extra_info(name, default) if self.transport is not None else default
 
 
-def _relay_error(where: str, code: rv.Code | int, text: str) -> PeerError:
-    name = code.name.lower().replace("_", " ") if isinstance(code, rv.Code) else f"code {code}"
-    return PeerError(f"{where}: {text} ({name})")
+class RelayRefused(PeerError):
+    """The relay's ERROR: why it would not pair (or keep) this connection."""
+
+    def __init__(self, message: str, code: rv.Code | int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _relay_error(where: str, code: rv.Code | int, text: str) -> RelayRefused:
+    return RelayRefused(f"{where}: {text}", code)
 
 
 class _Preamble(asyncio.Protocol):
@@ -243,13 +250,14 @@ class HubRelay:
         self.where = f"relay {host}:{port}"
         self.context = context
         self.registered = asyncio.Event()
+        self._replaced = False  # another hub with our certificate took the registration over
         self._attaching = Tasks("hub relay attachments")
 
     async def run(self) -> None:
         backoff = Backoff()
         try:
             while True:
-                if await self._control_connection():
+                if await self._control_connection() and not self._replaced:
                     backoff.reset()
                 delay = backoff.next_delay()
                 log.info("dialling the %s again in %.1f s", self.where, delay)
@@ -307,8 +315,16 @@ class HubRelay:
                 log.warning("the %s has been silent for %g s: dialling it again", self.where, DEAD_AFTER)
                 return
             link.send(rv.Ping())
-        if link.paired.done() and link.paired.exception() is not None:
-            log.warning("%s", link.paired.exception())
+        error = link.paired.exception() if link.paired.done() else None
+        self._replaced = isinstance(error, RelayRefused) and error.code == rv.Code.REPLACED
+        if self._replaced:
+            log.warning(
+                "another hub with this certificate registered at the %s and took over; if that was not us "
+                "reconnecting, two hubs share hub.crt, and they will keep replacing each other",
+                self.where,
+            )
+        elif error is not None:
+            log.warning("%s", error)
         else:
             log.warning("lost the connection to the %s", self.where)
 

@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_session_options(hub, hub=True)
     add_limit_options(hub)
     add_session_options(client, hub=False)
-    for command in (hub, client, listing, status):
+    for command in (hub, client, listing, status, relay):
         command.add_argument("--config", metavar="FILE", help="a TOML file with this command's options (see README)")
     return parser
 
@@ -387,8 +387,10 @@ def config_validators(command: str) -> dict[str, Callable[[str], object]]:
     checks: dict[str, Callable[[str], object]] = {"listen": hostport}
     if command == "hub":
         checks |= {"connect": parse_hostport, "port": lambda text: text == "auto" or parse_assignment(text, "DEVICE")}
-    else:
+    elif command != "relay":
         checks |= {"connect": parse_hostport}
+    if command in ("hub", "client", "list"):
+        checks["relay"] = parse_hostport
     return checks
 
 
@@ -400,8 +402,8 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> Any:
         return None
     commands: dict[str, argparse.ArgumentParser] = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr,assignment]
     command = next((a for a in argv if not a.startswith("-") and a in commands), None)
-    if command not in ("hub", "client", "list", "status"):
-        raise UsageError("--config works with hub, client, list and status")
+    if command not in ("hub", "client", "list", "status", "relay"):
+        raise UsageError("--config works with hub, client, list, status and relay")
     return apply(
         commands[command], path, tables=CONFIG_TABLES.get(command, frozenset()), validators=config_validators(command)
     )
