@@ -184,6 +184,23 @@ def replace_hub(
     return _issue(directory, "hub", hub_names[0], ca_cert, ca_key, days, ExtendedKeyUsageOID.SERVER_AUTH, sans)
 
 
+def issue_relay(
+    directory: Path, relay_names: list[str], *, days: int = 3650, ca_passphrase: bytes | None = None
+) -> list[Path]:
+    """relay.crt/relay.key for ``relay_names`` (the names hubs and clients dial), signed by the CA
+    in ``directory``. A server certificate like the hub's: clients check it by the name they dial.
+    Give the relay names no hub has: a client verifying a hub by a relay name would accept the relay."""
+    sans = [_san(name) for name in relay_names]
+    if not sans:
+        raise UsageError("give at least one --relay-name (the DNS name or IP address hubs and clients dial)")
+    if len(set(sans)) != len(sans):
+        raise UsageError("a relay name is given twice")
+    _check_days(days)
+    _refuse_symlinks([directory / "relay.crt", directory / "relay.key"])
+    ca_cert, ca_key = _load_ca(directory, ca_passphrase)
+    return _issue(directory, "relay", relay_names[0], ca_cert, ca_key, days, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+
+
 def revoke(directory: Path, name: str, *, ca_passphrase: bytes | None = None) -> tuple[Path, int]:
     """Add client NAME's certificate to DIR/crl.pem (signed by the CA); return the CRL path and serial.
 

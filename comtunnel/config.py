@@ -24,7 +24,7 @@ from comtunnel.errors import ComtunnelError, ConfigError
 Validators = dict[str, Callable[[str], object]]
 
 #: Keys whose value is a path, and keys whose values are NAME=PATH[,settings].
-PATH_KEYS = frozenset({"certs", "crl", "control-socket", "line-trace", "link-dir", "log", "socket"})
+PATH_KEYS = frozenset({"certs", "crl", "control-socket", "line-trace", "link-dir", "log", "relay-ca", "socket"})
 ASSIGNED_PATH_KEYS = frozenset({"link"})
 
 

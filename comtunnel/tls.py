@@ -57,6 +57,40 @@ def client_context(certs_dir: Path, name: str) -> ssl.SSLContext:
     return context
 
 
+def hub_relay_context(certs_dir: Path) -> ssl.SSLContext:
+    """The hub's side of its connections to a relay: the TLS server with hub.crt, so the relay can
+    read the hub's names from a verified certificate. The relay itself is not asked for one: it
+    is trusted with nothing (the hub-client session inside is end to end), and a fake relay could
+    do no more than a network that drops packets."""
+    context = hub_context(certs_dir)
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def relay_contexts(certs_dir: Path, relay_ca: Path | None = None) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """The relay's two contexts: towards clients the TLS server (relay.crt/relay.key, a client
+    certificate required), towards hubs the TLS client (the hub's certificate verified, but not
+    for a host name: its names are what the relay registers it under). Both trust ca.crt and,
+    with ``relay_ca``, the CAs in that file too."""
+    hint = f"create them with: comtunnel certs relay {certs_dir} --relay-name NAME"
+    for_clients = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _load(for_clients, certs_dir, "relay", True, hint)
+    for_clients.verify_mode = ssl.CERT_REQUIRED
+    for_clients.num_tickets = 0
+    for_hubs = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for_hubs.check_hostname = False
+    for_hubs.verify_mode = ssl.CERT_REQUIRED
+    for_hubs.minimum_version = ssl.TLSVersion.TLSv1_3
+    for_hubs.load_verify_locations(cafile=str(certs_dir / "ca.crt"))
+    if relay_ca is not None:
+        for context in (for_clients, for_hubs):
+            try:
+                context.load_verify_locations(cafile=str(relay_ca))
+            except (ssl.SSLError, OSError) as exc:
+                raise CertificateError(f"--relay-ca {relay_ca}: not a readable PEM CA file ({exc})") from None
+    return for_clients, for_hubs
+
+
 def names_probe_context(context: ssl.SSLContext) -> ssl.SSLContext:
     """A client context trusting exactly ``context``'s CAs, checking the chain but not the host name.
 

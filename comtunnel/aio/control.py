@@ -39,6 +39,11 @@ def default_socket_path() -> Path:
     return runtime_directory() / "hub.sock"
 
 
+def relay_socket_path() -> Path:
+    """The relay's: relay.sock beside the hub's."""
+    return runtime_directory() / "relay.sock"
+
+
 def client_socket_path(pid: int | None = None) -> Path:
     """A client's: client-PID.sock beside the hub's, which `comtunnel list --local` reads."""
     return runtime_directory() / f"client-{pid if pid is not None else os.getpid()}.sock"
@@ -145,6 +150,8 @@ def format_status(first: dict[str, Any], second: dict[str, Any] | None = None) -
     """A readable table; with two snapshots, rates from their difference."""
     span = max(1e-3, second["now"] - first["now"]) if second else 0.0
     now = second or first
+    if now.get("relay"):
+        return _format_relay(first, second, span)
     before = {(s["client"], s["address"], c["port"]): c for s in first["sessions"] for c in s["channels"]}
     lines = [f"hub up {_duration(now['now'] - now['started'])}; {len(now['sessions'])} session(s)"]
     lines.append("")
@@ -173,6 +180,34 @@ def format_status(first: dict[str, Any], second: dict[str, Any] | None = None) -
                 f"{session['client']:<14} {where:<22} {ch['port']:<12} {state:<8} "
                 f"{_bytes(ch['bytes_to_device']):>12} {_bytes(ch['bytes_from_device']):>12} {rate:>16}"
             )
+    return "\n".join(lines)
+
+
+def _format_relay(first: dict[str, Any], second: dict[str, Any] | None, span: float) -> str:
+    """A relay's hubs, waiting clients and pairings, with rates from two snapshots."""
+    now = second or first
+    lines = [
+        f"relay up {_duration(now['now'] - now['started'])}; {len(now['hubs'])} hub(s), "
+        f"{len(now['pairings'])} pairing(s), {len(now['waiting'])} waiting"
+    ]
+    lines += ["", f"{'HUB':<32} {'ADDRESS':<22} {'REGISTERED'}"]
+    for hub in now["hubs"]:
+        lines.append(f"{', '.join(hub['names'])[:32]:<32} {hub['address']:<22} {_duration(hub['age'])} ago")
+    lines += ["", f"{'CLIENT':<14} {'HUB':<24} {'TO HUB':>12} {'TO CLIENT':>12} {'RATE':>20}"]
+    before = {(p["client"], p["hub"]): p for p in first["pairings"]}
+    for pairing in now["pairings"]:
+        rate = ""
+        old = before.get((pairing["client"], pairing["hub"]))
+        if second is not None and old is not None:
+            up = (pairing["bytes_to_hub"] - old["bytes_to_hub"]) / span
+            down = (pairing["bytes_to_client"] - old["bytes_to_client"]) / span
+            rate = f"{_bytes(up)}/s {_bytes(down)}/s"
+        lines.append(
+            f"{pairing['client']:<14} {pairing['hub']:<24} {_bytes(pairing['bytes_to_hub']):>12} "
+            f"{_bytes(pairing['bytes_to_client']):>12} {rate:>20}"
+        )
+    if now.get("refused"):
+        lines += ["", "refused: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(now["refused"].items()))]
     return "\n".join(lines)
 
 

@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 
 async def run_client(config: ClientConfig, stop: asyncio.Event) -> None:
     context = client_context(config.certs, config.name)
+    dialer = None
+    if config.relay is not None:
+        from comtunnel.aio.relay_link import client_dialer
+
+        assert config.hub_name is not None  # client_config requires it with --relay
+        dialer = client_dialer(*config.relay, context, config.hub_name)
     taken: set[str] = set()  # link names in the link directory, shared so two hubs' ports cannot collide
     clients = [
         Client(
@@ -34,6 +40,7 @@ async def run_client(config: ClientConfig, stop: asyncio.Event) -> None:
             label=hub.label,
             taken_links=taken,
             connect_timeout=config.connect_timeout,
+            dialer=dialer,
             **config.session.kwargs(),
         )
         for hub in config.hubs

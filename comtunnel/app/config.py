@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from comtunnel.access import AccessPolicy
 from comtunnel.errors import UsageError
 from comtunnel.policy.admission import DEFAULT_MAX_BUFFERED, AdmissionLimits
+from comtunnel.policy.relay import RelayLimits
 from comtunnel.ports.network import check_listen_address
 from comtunnel.ports.open import PortSpec
 from comtunnel.ports.unixsock import parse_endpoint
@@ -54,6 +55,7 @@ class HubConfig:
     ports: list[PortSpec]
     listen: HostPort | None = None
     dial: list[HostPort] = dataclasses.field(default_factory=list)
+    relay: list[HostPort] = dataclasses.field(default_factory=list)  # relays to register at (hub --relay)
     auto_ports: bool = False  # --port auto: serve whatever serial ports appear
     serve: list[ServeSpec] = dataclasses.field(default_factory=list)
     access: AccessPolicy | None = None
@@ -86,6 +88,7 @@ class ClientConfig:
     name: str
     hubs: list[HubTarget]
     listen: HostPort | None = None  # the hub dials us (hub --connect)
+    relay: HostPort | None = None  # both dial a relay (client --relay, hub --relay)
     hub_name: str | None = None
     link_dir: Path | None = None
     link_access: LinkAccess = dataclasses.field(
@@ -243,8 +246,10 @@ def session_options(options: Mapping[str, Any]) -> SessionOptions:
 def hub_config(options: Mapping[str, Any], tables: Mapping[str, Any] | None = None, source: str = "") -> HubConfig:
     """The hub's config from option values (argparse's, which a TOML file may have set) and the
     file's tables (``[access]``)."""
-    if not options.get("listen") and not options.get("connect"):
-        raise UsageError("give --listen HOST:PORT, or --connect HOST:PORT to dial a listening client")
+    if not options.get("listen") and not options.get("connect") and not options.get("relay"):
+        raise UsageError(
+            "give --listen HOST:PORT, --connect HOST:PORT to dial a listening client, or --relay HOST:PORT"
+        )
     specs: list[PortSpec] = []
     auto = False
     for item in options.get("port") or []:
@@ -269,6 +274,7 @@ def hub_config(options: Mapping[str, Any], tables: Mapping[str, Any] | None = No
         ports=specs,
         listen=parse_hostport(options["listen"], default_host="0.0.0.0") if options.get("listen") else None,
         dial=[parse_hostport(item) for item in options.get("connect") or []],
+        relay=[parse_hostport(item) for item in options.get("relay") or []],
         auto_ports=auto,
         serve=[spec for _, spec in parse_serve(options)],
         access=access,
@@ -332,13 +338,17 @@ def _size(value: object, option: str, low: int, high: int) -> int:
 
 
 def client_config(options: Mapping[str, Any]) -> ClientConfig:
-    connect, listen = options.get("connect") or [], options.get("listen")
-    if bool(connect) == bool(listen):
-        raise UsageError("give either --connect HOST:PORT (dial the hub) or --listen HOST:PORT (the hub dials us)")
-    if listen and not options.get("hub_name"):
-        raise UsageError("with --listen, give --hub-name NAME: a name in the hub's certificate, to verify it")
-    addresses = [parse_hostport(item) for item in connect] or [("", 0)]
-    labels = hub_labels(addresses)
+    connect, listen, relay = options.get("connect") or [], options.get("listen"), options.get("relay")
+    if [bool(connect), bool(listen), bool(relay)].count(True) != 1:
+        raise UsageError(
+            "give one of --connect HOST:PORT (dial the hub), --listen HOST:PORT (the hub dials us) "
+            "or --relay HOST:PORT (meet the hub at a relay)"
+        )
+    if (listen or relay) and not options.get("hub_name"):
+        option = "--listen" if listen else "--relay"
+        raise UsageError(f"with {option}, give --hub-name NAME: a name in the hub's certificate, to verify it")
+    addresses = [parse_hostport(item) for item in connect] or [parse_hostport(relay) if relay else ("", 0)]
+    labels = hub_labels(addresses) if not relay else [options["hub_name"]]
     hubs = {label: HubTarget(host, port, label) for (host, port), label in zip(addresses, labels, strict=True)}
     for item in options.get("link") or []:
         label, rest = qualified(item, labels, "--link")
@@ -356,6 +366,7 @@ def client_config(options: Mapping[str, Any]) -> ClientConfig:
         name=options["name"],
         hubs=list(hubs.values()),
         listen=parse_hostport(listen, default_host="0.0.0.0") if listen else None,
+        relay=parse_hostport(relay) if relay else None,
         hub_name=options.get("hub_name"),
         link_dir=Path(options["link_dir"]) if options.get("link_dir") else None,
         link_access=LinkAccess(
@@ -404,4 +415,33 @@ def console_config(options: Mapping[str, Any]) -> ConsoleConfig:
         monitor=bool(options.get("monitor")),
         escape=options.get("escape"),
         quiet=bool(options.get("quiet") or options.get("sub_quiet")),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RelayConfig:
+    certs: Path
+    listen: HostPort
+    relay_ca: Path | None = None  # CAs admitted besides ca.crt in certs
+    control_socket: Path | None = None  # default: relay.sock in comtunnel.aio.control.runtime_directory()
+    control: bool = True
+    limits: RelayLimits = dataclasses.field(default_factory=RelayLimits)
+
+
+def relay_config(options: Mapping[str, Any]) -> RelayConfig:
+    if not options.get("listen"):
+        raise UsageError("give --listen HOST:PORT: where hubs and clients reach the relay")
+    socket = options.get("control_socket")
+    idle = _number(options, "idle_timeout", float, RelayLimits().idle_timeout)
+    try:
+        limits = RelayLimits(idle_timeout=idle, admission=admission_limits(options))
+    except ValueError as exc:
+        raise UsageError(f"relay limits: {exc}") from None
+    return RelayConfig(
+        certs=Path(options["certs"]),
+        listen=parse_hostport(options["listen"], default_host="0.0.0.0"),
+        relay_ca=Path(options["relay_ca"]) if options.get("relay_ca") else None,
+        control_socket=Path(socket) if socket and socket != "none" else None,
+        control=socket != "none",
+        limits=limits,
     )

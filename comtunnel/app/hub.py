@@ -1,4 +1,4 @@
-"""Run a hub from its config: the TLS listener or dial-out loops, port hotplug, the revocation
+"""Run a hub from its config: the TLS listener, dial-out or relay loops, port hotplug, the revocation
 list, the status socket and metrics, all stopped together."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from comtunnel.certnames import CRL_FILE
 from comtunnel.errors import CertificateError, UsageError
 from comtunnel.ports.linetrace import LineTrace
 from comtunnel.ports.open import PortSpec, open_device, traced_devices
-from comtunnel.tls import hub_context
+from comtunnel.tls import hub_context, hub_relay_context
 
 log = logging.getLogger("comtunnel")
 
@@ -72,6 +72,12 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
             tasks.spawn(serve_metrics(*config.metrics, hub.status_snapshot))
         for host, port in config.dial:
             tasks.spawn(hub.dial(host, port))
+        if config.relay:
+            from comtunnel.aio.relay_link import HubRelay
+
+            relay_context = hub_relay_context(config.certs)
+            for host, port in config.relay:
+                tasks.spawn(HubRelay(hub, host, port, relay_context).run())
         await stop.wait()
     finally:
         await tasks.close()

@@ -57,6 +57,15 @@ def cmd_certs_hub(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs_relay(args: argparse.Namespace) -> int:
+    from comtunnel.certs import ca_passphrase, issue_relay
+
+    for path in issue_relay(Path(args.dir), args.relay_name, ca_passphrase=ca_passphrase(args.ca_passphrase_file)):
+        print(path)
+    print(f"relay names: {', '.join(args.relay_name)}; copy ca.crt, relay.crt and relay.key to the relay")
+    return 0
+
+
 def cmd_certs_show(args: argparse.Namespace) -> int:
     import json
 
@@ -93,6 +102,14 @@ def cmd_console(args: argparse.Namespace) -> int:
     return run_until_signal(lambda stop: run_console(config, stop), extra_signals=(signal.SIGHUP,))
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    from comtunnel.app.config import relay_config
+    from comtunnel.app.relay import run_relay
+
+    config = relay_config(vars(args))
+    return run_until_signal(lambda stop: run_relay(config, stop))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import json
     import time
@@ -125,16 +142,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     if args.local:
         return _list_local()
-    missing = [
-        option
-        for option, value in (("--connect", args.connect), ("--certs", args.certs), ("--name", args.name))
-        if not value
-    ]
+    needed = [("--certs", args.certs), ("--name", args.name)]
+    needed += [("--hub-name", args.hub_name)] if args.relay else [("--connect", args.connect)]
+    missing = [option for option, value in needed if not value]
     if missing:
         raise UsageError(f"list needs {', '.join(missing)} (or --local, for the clients running here)")
-    host, port = parse_hostport(args.connect)
+    host, port = parse_hostport(args.relay or args.connect)
     context = client_context(Path(args.certs), args.name)
-    ports = run(fetch_ports(host, port, context, args.hub_name, timeout=args.connect_timeout))
+    dialer = None
+    if args.relay:
+        from comtunnel.aio.relay_link import client_dialer
+
+        dialer = client_dialer(host, port, context, args.hub_name)
+    ports = run(fetch_ports(host, port, context, args.hub_name, timeout=args.connect_timeout, dialer=dialer))
     rows = [("PORT", "DEVICE", "STATE", "HELD BY", "SETTINGS")]
     rows += [
         (

@@ -12,6 +12,7 @@ from comtunnel.cli.commands import (
     cmd_certs_client,
     cmd_certs_hub,
     cmd_certs_init,
+    cmd_certs_relay,
     cmd_certs_revoke,
     cmd_certs_show,
     cmd_client,
@@ -19,6 +20,7 @@ from comtunnel.cli.commands import (
     cmd_demo,
     cmd_hub,
     cmd_list,
+    cmd_relay,
     cmd_status,
 )
 from comtunnel.errors import UsageError
@@ -86,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_passphrase_option(hub_cert, "FILE's first line unlocks an encrypted ca.key (default: ask on a terminal)")
     hub_cert.set_defaults(func=cmd_certs_hub)
 
+    relay_cert = certs_sub.add_parser("relay", help="make relay.crt/relay.key with DIR's CA, for `comtunnel relay`")
+    relay_cert.add_argument("dir", metavar="DIR", help="the CA directory (holds ca.key)")
+    relay_cert.add_argument(
+        "--relay-name",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="DNS name or IP address hubs and clients dial the relay by (repeatable; not a hub's name)",
+    )
+    add_passphrase_option(relay_cert, "FILE's first line unlocks an encrypted ca.key (default: ask on a terminal)")
+    relay_cert.set_defaults(func=cmd_certs_relay)
+
     show = certs_sub.add_parser("show", help="names, purpose, expiry, fingerprint and revocation of DIR's certificates")
     show.add_argument("dir", metavar="DIR")
     show.add_argument("name", metavar="NAME", nargs="?", help="only this one: ca, hub or a client's name")
@@ -99,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="HOST:PORT",
         help="dial a client started with --listen (for a hub behind NAT; repeatable)",
+    )
+    hub.add_argument(
+        "--relay",
+        action="append",
+        metavar="HOST:PORT",
+        help="register at a relay (`comtunnel relay`), where clients ask for this hub by name (repeatable)",
     )
     hub.add_argument("--certs", required=True, metavar="DIR", help="holds ca.crt, hub.crt, hub.key")
     hub.add_argument(
@@ -131,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a hub to dial (repeat for several hubs; then name ports HUB/PORT)",
     )
     client.add_argument("--listen", metavar="HOST:PORT", help="wait for the hub to dial us (hub --connect)")
+    client.add_argument(
+        "--relay", metavar="HOST:PORT", help="meet the hub named by --hub-name at this relay (hub --relay)"
+    )
     client.add_argument(
         "--connect-timeout",
         type=positive_float,
@@ -170,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="show a hub's ports, who holds them, and their line settings")
     listing.add_argument("--connect", metavar="HOST:PORT", help="the hub to ask (not with --local)")
+    listing.add_argument("--relay", metavar="HOST:PORT", help="instead of --connect: ask hub --hub-name at this relay")
     listing.add_argument("--certs", metavar="DIR")
     listing.add_argument("--name", help="this client's certificate name")
     listing.add_argument(
@@ -239,6 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(func=cmd_status)
 
+    relay = sub.add_parser("relay", help="pair hubs and clients that are both behind NAT; sees only ciphertext")
+    relay.add_argument("--listen", required=True, metavar="HOST:PORT", help="where hubs and clients dial in")
+    relay.add_argument("--certs", required=True, metavar="DIR", help="holds ca.crt, relay.crt, relay.key")
+    relay.add_argument(
+        "--relay-ca", metavar="FILE", help="also admit hubs and clients with certificates from the CAs in FILE"
+    )
+    relay.add_argument(
+        "--idle-timeout",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="close a pairing that passed no byte for this long (default 300)",
+    )
+    relay.add_argument(
+        "--control-socket",
+        metavar="PATH",
+        help="where `comtunnel status` asks (default $XDG_RUNTIME_DIR/comtunnel/relay.sock; 'none': no socket)",
+    )
+    add_limit_options(relay, buffered=False)
+    relay.set_defaults(func=cmd_relay)
+
     demo = sub.add_parser("demo", help="emulated devices, hub and client on 127.0.0.1")
     demo.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--no-app", action="store_true", help="leave the virtual ports to you (no built-in app)")
@@ -246,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_session_options(hub, hub=True)
     add_limit_options(hub)
     add_session_options(client, hub=False)
-    for command in (hub, client, listing, status, console):
+    for command in (hub, client, listing, status, console, relay):
         command.add_argument("--config", metavar="FILE", help="a TOML file with this command's options (see README)")
     return parser
 
@@ -315,7 +360,7 @@ def add_session_options(parser: argparse.ArgumentParser, hub: bool) -> None:
     )
 
 
-def add_limit_options(parser: argparse.ArgumentParser) -> None:
+def add_limit_options(parser: argparse.ArgumentParser, *, buffered: bool = True) -> None:
     """What the hub takes from the network (README, "Security model"); parsed in app.config."""
     parser.add_argument(
         "--max-startups",
@@ -334,6 +379,8 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--handshake-timeout", metavar="SECONDS", default=5.0, help="time to finish the TLS handshake (default 5)"
     )
+    if not buffered:
+        return
     parser.add_argument(
         "--max-buffered",
         metavar="BYTES",
@@ -386,8 +433,10 @@ def config_validators(command: str) -> dict[str, Callable[[str], object]]:
     checks: dict[str, Callable[[str], object]] = {"listen": hostport}
     if command == "hub":
         checks |= {"connect": parse_hostport, "port": lambda text: text == "auto" or parse_assignment(text, "DEVICE")}
-    else:
+    elif command != "relay":
         checks |= {"connect": parse_hostport}
+    if command in ("hub", "client", "list"):
+        checks["relay"] = parse_hostport
     return checks
 
 
@@ -399,8 +448,8 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> Any:
         return None
     commands: dict[str, argparse.ArgumentParser] = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr,assignment]
     command = next((a for a in argv if not a.startswith("-") and a in commands), None)
-    if command not in ("hub", "client", "list", "status", "console"):
-        raise UsageError("--config works with hub, client, list, status and console")
+    if command not in ("hub", "client", "list", "status", "console", "relay"):
+        raise UsageError("--config works with hub, client, list, status, console and relay")
     return apply(
         commands[command], path, tables=CONFIG_TABLES.get(command, frozenset()), validators=config_validators(command)
     )

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,14 @@ class Client:
         ping_interval: float = DEFAULT_PING_INTERVAL,
         dead_timeout: float = DEFAULT_DEAD_TIMEOUT,
         connect_timeout: float | None = None,
+        dialer: Callable[[asyncio.Protocol], Awaitable[None]] | None = None,
     ) -> None:
         """``connect_timeout``: give up (PeerError) after that many seconds without a connection
-        to the hub; None: keep trying. ``given``: ports made by the caller (the console's)."""
+        to the hub; None: keep trying. ``given``: ports made by the caller (the console's). ``dialer``
+        connects the TLS layer another way than TCP to host:port (through a relay:
+        :func:`comtunnel.aio.relay_link.client_dialer`)."""
         self.host, self.port = host, port
+        self.dialer = dialer
         self.connect_timeout = connect_timeout
         self.replay_bound = replay_bound
         self.ping_interval = ping_interval
@@ -216,11 +221,10 @@ class Client:
         """Connect, read the hub's port list, and leave: what `comtunnel list` shows. ``timeout``
         bounds the whole exchange."""
         tunnel, layer = self._new_tunnel()
-        loop = asyncio.get_running_loop()
 
         async def exchange() -> None:
             log.log(DETAIL, "connecting to hub %s:%s (as %s)", self.host, self.port, self.server_hostname)
-            await loop.create_connection(lambda: layer, self.host, self.port)
+            await self._connect(layer)
             await tunnel.handshake
             if log.isEnabledFor(DETAIL):
                 log.log(
@@ -248,16 +252,21 @@ class Client:
     async def _session(self) -> None:
         """Dial the hub and serve the connection until it ends."""
         tunnel, layer = self._new_tunnel()
-        loop = asyncio.get_running_loop()
         log.log(DETAIL, "connecting to hub %s:%s (as %s)", self.host, self.port, self.server_hostname)
         try:
-            await asyncio.wait_for(loop.create_connection(lambda: layer, self.host, self.port), HANDSHAKE_TIMEOUT)
+            await asyncio.wait_for(self._connect(layer), HANDSHAKE_TIMEOUT)
             await self._serve(tunnel, layer, f"{self.host}:{self.port}", tls_failure_is_fatal=True)
         except asyncio.CancelledError:  # stopped, or out of time: no waiting for the hub
             layer.abort()
             raise
         finally:
             self.connected.clear()
+
+    async def _connect(self, layer: TlsLayer) -> None:
+        if self.dialer is not None:
+            await self.dialer(layer)
+        else:
+            await asyncio.get_running_loop().create_connection(lambda: layer, self.host, self.port)
 
     def _new_tunnel(self) -> tuple[Tunnel, TlsLayer]:
         self._ports_known.clear()  # before any byte can arrive: the hub sends PORTS right away
@@ -383,7 +392,7 @@ class Client:
         the message lists the names the hub's certificate holds, read by a second, handshake-only
         connection that checks the certificate against our CA (nothing is sent over it)."""
         names: list[str] = []
-        if self.listen is None and is_name_mismatch(exc):
+        if self.listen is None and self.dialer is None and is_name_mismatch(exc):
             probe = names_probe_context(self.ssl_context)
             der = await peer_certificate(self.host, self.port, probe, self.server_hostname, NAMES_PROBE_TIMEOUT)
             if der is not None:
@@ -529,9 +538,10 @@ async def fetch_ports(
     ssl_context: ssl.SSLContext,
     server_hostname: str | None = None,
     timeout: float = HANDSHAKE_TIMEOUT,
+    dialer: Callable[[asyncio.Protocol], Awaitable[None]] | None = None,
 ) -> list[dict[str, Any]]:
     """Connect, read the hub's port list, and leave: what `comtunnel list` shows."""
-    return await Client(host, port, ssl_context, server_hostname=server_hostname).fetch_ports(timeout)
+    return await Client(host, port, ssl_context, server_hostname=server_hostname, dialer=dialer).fetch_ports(timeout)
 
 
 def _names(ports: list[dict[str, Any]]) -> str:

@@ -170,6 +170,13 @@ class Hub:
         )
         return layer
 
+    def outgoing_session(self) -> tuple[HubSession, TlsLayer]:
+        """A session for a connection the hub dials (--connect, --relay), and its TLS layer: we
+        remain the TLS server and still require the client's certificate."""
+        session = HubSession(self)
+        self.live.add(session)
+        return session, self._tls_layer(session)
+
     async def dial(self, host: str, port: int) -> None:
         """Reverse direction: we open the TCP connection to a listening client (we are behind NAT).
 
@@ -179,9 +186,7 @@ class Hub:
         loop = asyncio.get_running_loop()
         backoff = Backoff()
         while True:
-            session = HubSession(self)
-            self.live.add(session)
-            layer = self._tls_layer(session)
+            session, layer = self.outgoing_session()
             try:
                 connect = loop.create_connection(_returning(layer), host, port)
                 await asyncio.wait_for(connect, TLS_HANDSHAKE_TIMEOUT)
