@@ -142,8 +142,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     if args.local:
         return _list_local()
-    needed = [("--certs", args.certs), ("--name", args.name)]
-    needed += [("--hub-name", args.hub_name)] if args.relay else [("--connect", args.connect)]
+    where = ("--hub-name", args.hub_name) if args.relay else ("--connect", args.connect)
+    needed = [where, ("--certs", args.certs), ("--name", args.name)]
     missing = [option for option, value in needed if not value]
     if missing:
         raise UsageError(f"list needs {', '.join(missing)} (or --local, for the clients running here)")
