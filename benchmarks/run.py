@@ -1024,17 +1024,17 @@ def plots(data: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(path, dpi=100)
     written.append(path)
     fig, (cpu_ax, p99_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for peer in res.samples:
-        for baud in SCALING_BAUDS:
+    for number, peer in enumerate(res.samples):
+        for baud, style in zip(SCALING_BAUDS, ("-", "--"), strict=True):
             keys = [(n, f"paced_{n}x{baud}") for n in plan.port_counts]
             points = [(n, res.median(peer, f"{k}_cpu_per_port_s"), res.median(peer, f"{k}_p99_ms")) for n, k in keys]
             points = [p for p in points if p[2] == p[2]]
             if not points:
                 continue
-            label = f"{peer}, {baud}"
+            look = {"marker": "o", "linestyle": style, "color": f"C{number}", "label": f"{peer}, {baud}"}
             if peer != "direct PTY":  # no forwarder, no CPU
-                cpu_ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-            p99_ax.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=label)
+                cpu_ax.plot([p[0] for p in points], [p[1] for p in points], **look)
+            p99_ax.plot([p[0] for p in points], [p[2] for p in points], **look)
     for ax, ylabel in ((cpu_ax, "forwarder CPU s per port-second"), (p99_ax, "delay p99 (ms)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
