@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import resource
@@ -148,25 +147,9 @@ def pss_mib(pids: list[int]) -> float:
     return total / 1024
 
 
-def inotify_free(wanted: int) -> int:
-    """How many inotify instances this user may still create, up to ``wanted`` (probed, then closed)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fds: list[int] = []
-    try:
-        while len(fds) < wanted:
-            fd = libc.inotify_init1(os.O_CLOEXEC)
-            if fd < 0:
-                break
-            fds.append(fd)
-    finally:
-        for fd in fds:
-            os.close(fd)
-    return len(fds)
-
-
-def limits_short(peer: str, ports: int) -> str:
-    """Why ``ports`` ports cannot be set up for ``peer`` on this machine now ("" if they can): PTYs, fds,
-    and for comtunnel's client the per-user inotify instances (one per virtual port)."""
+def limits_short(ports: int) -> str:
+    """Why ``ports`` ports cannot be set up on this machine now ("" if they can): PTYs and
+    fds. (comtunnel's client watches all its virtual ports with one inotify instance.)"""
     pty_max, pty_nr = (int(Path(f"/proc/sys/kernel/pty/{f}").read_text()) for f in ("max", "nr"))
     if pty_max - pty_nr < 2 * ports + 8:
         return f"{pty_max - pty_nr} PTYs free (/proc/sys/kernel/pty/max {pty_max}), {2 * ports} needed"
@@ -176,14 +159,6 @@ def limits_short(peer: str, ports: int) -> str:
         soft = hard
     if soft < 8 * ports + 256:
         return f"RLIMIT_NOFILE is {soft}, about {8 * ports + 256} needed"
-    if peer == "comtunnel" and ports > 8:
-        free = inotify_free(ports + 4)
-        if free < ports + 4:
-            limit = Path("/proc/sys/fs/inotify/max_user_instances").read_text().strip()
-            return (
-                f"only {free} inotify instances free for this user (fs.inotify.max_user_instances {limit}, shared by"
-                f" all its processes): the comtunnel client takes one per virtual port"
-            )
     return ""
 
 
@@ -803,7 +778,7 @@ def run_peer(peer: Peer, res: Results, tmp: Path, plan: Plan) -> None:
     for ports in plan.port_counts:
         if ports > peer.max_ports:
             continue
-        why = limits_short(peer.name, ports)
+        why = limits_short(ports)
         if why:
             res.skipped[f"{peer.name}, {ports} ports"] = why
             print(f"  {ports} ports skipped: {why}", file=sys.stderr)

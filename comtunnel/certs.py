@@ -179,6 +179,7 @@ def replace_hub(
     if len(set(sans)) != len(sans):
         raise UsageError("a hub name is given twice")
     _check_days(days)
+    _refuse_shared_names(sans, directory / "relay.crt", "the relay's certificate", "a hub")
     _refuse_symlinks([directory / "hub.crt", directory / "hub.key"])
     ca_cert, ca_key = _load_ca(directory, ca_passphrase)
     return _issue(directory, "hub", hub_names[0], ca_cert, ca_key, days, ExtendedKeyUsageOID.SERVER_AUTH, sans)
@@ -196,6 +197,7 @@ def issue_relay(
     if len(set(sans)) != len(sans):
         raise UsageError("a relay name is given twice")
     _check_days(days)
+    _refuse_shared_names(sans, directory / "hub.crt", "the hub's certificate", "a relay")
     _refuse_symlinks([directory / "relay.crt", directory / "relay.key"])
     ca_cert, ca_key = _load_ca(directory, ca_passphrase)
     return _issue(directory, "relay", relay_names[0], ca_cert, ca_key, days, ExtendedKeyUsageOID.SERVER_AUTH, sans)
@@ -244,6 +246,22 @@ def revoke(directory: Path, name: str, *, ca_passphrase: bytes | None = None) ->
 
 
 # --- internals ----------------------------------------------------------------------------------
+
+
+def _refuse_shared_names(sans: list[x509.GeneralName], other: Path, what: str, role: str) -> None:
+    """A hub and a relay of one CA must not share a name: a client checks the hub, inside the
+    relay's session, only by name, so a relay holding the hub's name could pose as the hub."""
+    try:
+        cert = x509.load_pem_x509_certificate(other.read_bytes())
+        held = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return  # no such certificate here (yet): nothing to clash with
+    shared = [str(san.value) for san in sans if san in held]
+    if shared:
+        raise UsageError(
+            f"{', '.join(shared)} is already a name in {what} ({other}); give {role} other names, "
+            "or the relay could pose as the hub"
+        )
 
 
 def _check_days(days: int) -> None:

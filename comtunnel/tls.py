@@ -57,6 +57,25 @@ def client_context(certs_dir: Path, name: str) -> ssl.SSLContext:
     return context
 
 
+def client_relay_context(certs_dir: Path, name: str, relay_ca: Path | None = None) -> ssl.SSLContext:
+    """The client's leg to a relay: NAME.crt, so the relay admits it, and the relay verified by the
+    name dialled, against ``relay_ca`` when given (a relay run under a CA of its own), else ca.crt.
+
+    A separate context, because the inner, end-to-end session must never trust the relay's CA: a
+    relay certificate would then pass for a hub's, and the relay could read the session."""
+    context = client_context(certs_dir, name)  # NAME's files checked, with their messages
+    if relay_ca is None:
+        return context
+    leg = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    leg.minimum_version = ssl.TLSVersion.TLSv1_3
+    leg.load_cert_chain(str(certs_dir / f"{name}.crt"), str(certs_dir / f"{name}.key"), password=_no_passphrase)
+    try:
+        leg.load_verify_locations(cafile=str(relay_ca))
+    except (ssl.SSLError, OSError) as exc:
+        raise CertificateError(f"--relay-ca {relay_ca}: not a readable PEM CA file ({exc})") from None
+    return leg
+
+
 def hub_relay_context(certs_dir: Path) -> ssl.SSLContext:
     """The hub's side of its connections to a relay: the TLS server with hub.crt, so the relay can
     read the hub's names from a verified certificate. The relay itself is not asked for one: it

@@ -179,6 +179,27 @@ def start_client(tmp: Path, certs: Path, procs: list[Proc], hub_port: str, *args
     return client
 
 
+def start_relay(
+    tmp: Path, certs: Path, procs: list[Proc], *args: str, port: int = 0, name: str = "relay"
+) -> tuple[Proc, int]:
+    """A `comtunnel relay` on 127.0.0.1 (status on tmp/relay.sock); returns it and its port once it listens."""
+    relay = Proc(
+        tmp,
+        name,
+        "-vv",
+        "relay",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--certs",
+        str(certs),
+        "--control-socket",
+        str(tmp / "relay.sock"),
+        *args,
+    )
+    procs.append(relay)
+    return relay, int(relay.wait_for(r"relay listening on 127\.0\.0\.1:(\d+)").group(1))
+
+
 class EchoDevice(PtyDevice):
     """A PTY 'device' that sends back everything it receives (a thread on the master side)."""
 

@@ -653,3 +653,18 @@ def test_cli_certs_hub_and_show(tmp_path: Path) -> None:
     unknown = run_cli("show", d, "carol")
     assert unknown.returncode == 2 and unknown.stdout == ""
     assert unknown.stderr.strip() == f"comtunnel: error: no certificate 'carol' in {d} (there: ca, hub, lab-pc, laptop)"
+
+
+def test_a_relay_and_a_hub_of_one_ca_never_share_a_name(tmp_path: Path) -> None:
+    """Inside a relay's session the client checks the hub by name only, so a relay certificate with
+    the hub's name could pose as the hub: both `certs relay` and `certs hub` refuse to make one."""
+    run = lambda *args: subprocess.run(comtunnel("certs", *args), capture_output=True, text=True, timeout=60)  # noqa: E731
+    assert run("init", str(tmp_path), "--hub-name", "pi.lab", "--client", "alice").returncode == 0
+    clash = run("relay", str(tmp_path), "--relay-name", "relay.example", "--relay-name", "pi.lab")
+    assert clash.returncode == 2, clash.stderr
+    assert "pi.lab is already a name in the hub's certificate" in clash.stderr and "Traceback" not in clash.stderr
+    assert not (tmp_path / "relay.crt").exists()
+    assert run("relay", str(tmp_path), "--relay-name", "relay.example").returncode == 0
+    clash = run("hub", str(tmp_path), "--hub-name", "relay.example")
+    assert clash.returncode == 2 and "already a name in the relay's certificate" in clash.stderr, clash.stderr
+    assert run("hub", str(tmp_path), "--hub-name", "pi2.lab").returncode == 0

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import Proc, PtyDevice, comtunnel, open_app_seen, payload, read_exactly, write_all
+from support import Proc, PtyDevice, comtunnel, open_app_seen, payload, read_exactly, start_relay, write_all
 
 from comtunnel.certs import init_certs, issue_relay
 
@@ -38,23 +38,6 @@ def devices() -> Iterator[list[PtyDevice]]:
     yield made
     for device in made:
         device.close()
-
-
-def start_relay(tmp: Path, certs: Path, procs: list[Proc], port: int = 0, name: str = "relay") -> tuple[Proc, int]:
-    relay = Proc(
-        tmp,
-        name,
-        "-vv",
-        "relay",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--certs",
-        str(certs),
-        "--control-socket",
-        str(tmp / "relay.sock"),
-    )
-    procs.append(relay)
-    return relay, int(relay.wait_for(r"relay listening on 127\.0\.0\.1:(\d+)").group(1))
 
 
 def start_pair(

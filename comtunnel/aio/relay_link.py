@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from comtunnel.aio.tasks import Tasks
-from comtunnel.aio.tls_layer import TlsLayer
+from comtunnel.aio.tls_layer import RELAY_CERTIFICATE, TlsLayer
 from comtunnel.aio.tunnel import tune_socket
 from comtunnel.errors import CertificateError, PeerError
 from comtunnel.policy.backoff import Backoff
@@ -174,7 +174,12 @@ class RendezvousLink(asyncio.Protocol):
             self.transport.set_write_buffer_limits(high, low)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.transport.get_extra_info(name, default) if self.transport is not None else default
+        if self.transport is None:
+            return default
+        if name == RELAY_CERTIFICATE:
+            outer = self.transport.get_extra_info("ssl_object")
+            return outer.getpeercert(binary_form=True) if outer is not None else default
+        return self.transport.get_extra_info(name, default)
 
 
 class RelayRefused(PeerError):

@@ -21,6 +21,11 @@ from typing import Any, cast
 READ_CHUNK = 256 * 1024
 
 
+#: A transport's extra info under this name: the relay's certificate (DER) when the connection
+#: runs through a relay, so the client can refuse a relay that answers as the hub itself.
+RELAY_CERTIFICATE = "relay_certificate"
+
+
 class TlsLayer(asyncio.Protocol):
     def __init__(
         self,

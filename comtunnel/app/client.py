@@ -11,7 +11,7 @@ from comtunnel.aio.client import Client
 from comtunnel.aio.control import ControlServer, client_socket_path, start_control_server
 from comtunnel.app.config import ClientConfig
 from comtunnel.errors import UsageError
-from comtunnel.tls import client_context
+from comtunnel.tls import client_context, client_relay_context
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ async def run_client(config: ClientConfig, stop: asyncio.Event) -> None:
         from comtunnel.aio.relay_link import client_dialer
 
         assert config.hub_name is not None  # client_config requires it with --relay
-        dialer = client_dialer(*config.relay, context, config.hub_name)
+        leg = client_relay_context(config.certs, config.name, config.relay_ca)
+        dialer = client_dialer(*config.relay, leg, config.hub_name)
     taken: set[str] = set()  # link names in the link directory, shared so two hubs' ports cannot collide
     clients = [
         Client(

@@ -89,6 +89,7 @@ class ClientConfig:
     hubs: list[HubTarget]
     listen: HostPort | None = None  # the hub dials us (hub --connect)
     relay: HostPort | None = None  # both dial a relay (client --relay, hub --relay)
+    relay_ca: Path | None = None  # the relay's CAs, if not ca.crt (client --relay-ca)
     hub_name: str | None = None
     link_dir: Path | None = None
     link_access: LinkAccess = dataclasses.field(
@@ -113,6 +114,8 @@ class ConsoleConfig:
     hub_port: str  # the hub's port name
     settings: PortSettings = CONSOLE_SETTINGS
     hub_name: str | None = None
+    relay: bool = False  # host:port is a relay where the hub waits (console --relay)
+    relay_ca: Path | None = None
     connect_timeout: float | None = None
     session: SessionOptions = SessionOptions()
     log: Path | None = None  # the trace file
@@ -367,6 +370,7 @@ def client_config(options: Mapping[str, Any]) -> ClientConfig:
         hubs=list(hubs.values()),
         listen=parse_hostport(listen, default_host="0.0.0.0") if listen else None,
         relay=parse_hostport(relay) if relay else None,
+        relay_ca=relay_ca_option(options),
         hub_name=options.get("hub_name"),
         link_dir=Path(options["link_dir"]) if options.get("link_dir") else None,
         link_access=LinkAccess(
@@ -389,12 +393,24 @@ def connect_timeout(options: Mapping[str, Any]) -> float | None:
     return value
 
 
+def relay_ca_option(options: Mapping[str, Any]) -> Path | None:
+    """``--relay-ca FILE``, which only means something with ``--relay``."""
+    if not options.get("relay_ca"):
+        return None
+    if not options.get("relay"):
+        raise UsageError("--relay-ca FILE verifies a relay: give it with --relay HOST:PORT")
+    return Path(options["relay_ca"])
+
+
 def console_config(options: Mapping[str, Any]) -> ConsoleConfig:
     """``PORT[,SETTINGS]`` and the connection options ``list`` takes."""
-    missing = [f"--{key}" for key in ("connect", "certs", "name") if not options.get(key)]
+    if options.get("connect") and options.get("relay"):
+        raise UsageError("console: give --connect HOST:PORT (the hub) or --relay HOST:PORT, not both")
+    where = ("relay", "hub_name") if options.get("relay") else ("connect",)
+    missing = [f"--{key.replace('_', '-')}" for key in (*where, "certs", "name") if not options.get(key)]
     if missing:
         raise UsageError(f"console needs {', '.join(missing)}")
-    host, port = parse_hostport(options["connect"])
+    host, port = parse_hostport(options[where[0]])
     name, _, text = str(options["port"]).partition(",")
     check_port_name(name)
     try:
@@ -409,6 +425,8 @@ def console_config(options: Mapping[str, Any]) -> ConsoleConfig:
         hub_port=name,
         settings=settings,
         hub_name=options.get("hub_name"),
+        relay=bool(options.get("relay")),
+        relay_ca=relay_ca_option(options),
         connect_timeout=connect_timeout(options),
         session=session_options(options),
         log=Path(options["log"]) if options.get("log") else None,

@@ -32,7 +32,7 @@ from comtunnel.ports.stdio import StdioPort
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.escape import ESCAPE_NAME, HELP, Command, Echo, EscapeParser, Item, SetSettings, Unknown
 from comtunnel.protocol.settings import ControlRequest, PortSettings, SettingsError, parse_line_settings
-from comtunnel.tls import client_context
+from comtunnel.tls import client_context, client_relay_context
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,13 @@ class Console:
             read_only=config.monitor,
             trace=trace,
         )
+        dialer = None
+        if config.relay:
+            from comtunnel.aio.relay_link import client_dialer
+
+            assert config.hub_name is not None  # console_config requires it with --relay
+            leg = client_relay_context(config.certs, config.name, config.relay_ca)
+            dialer = client_dialer(config.host, config.port, leg, config.hub_name)
         self.client = _ConsoleClient(
             config.host,
             config.port,
@@ -148,6 +155,7 @@ class Console:
             given=[LocalPort(config.hub_port, self.port, config.settings)],
             server_hostname=config.hub_name,
             connect_timeout=config.connect_timeout,
+            dialer=dialer,
             **config.session.kwargs(),
         )
         self.client.console = self

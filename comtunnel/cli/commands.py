@@ -137,8 +137,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from comtunnel.aio.client import fetch_ports
     from comtunnel.aio.loop import run
-    from comtunnel.app.config import parse_hostport
-    from comtunnel.tls import client_context
+    from comtunnel.app.config import parse_hostport, relay_ca_option
+    from comtunnel.tls import client_context, client_relay_context
 
     if args.local:
         return _list_local()
@@ -148,12 +148,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"list needs {', '.join(missing)} (or --local, for the clients running here)")
     host, port = parse_hostport(args.relay or args.connect)
+    relay_ca = relay_ca_option(vars(args))
     context = client_context(Path(args.certs), args.name)
     dialer = None
     if args.relay:
         from comtunnel.aio.relay_link import client_dialer
 
-        dialer = client_dialer(host, port, context, args.hub_name)
+        leg = client_relay_context(Path(args.certs), args.name, relay_ca)
+        dialer = client_dialer(host, port, leg, args.hub_name)
     ports = run(fetch_ports(host, port, context, args.hub_name, timeout=args.connect_timeout, dialer=dialer))
     rows = [("PORT", "DEVICE", "STATE", "HELD BY", "SETTINGS")]
     rows += [

@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument(
         "--relay", metavar="HOST:PORT", help="meet the hub named by --hub-name at this relay (hub --relay)"
     )
+    add_relay_ca_option(client)
     client.add_argument(
         "--connect-timeout",
         type=positive_float,
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="show a hub's ports, who holds them, and their line settings")
     listing.add_argument("--connect", metavar="HOST:PORT", help="the hub to ask (not with --local)")
     listing.add_argument("--relay", metavar="HOST:PORT", help="instead of --connect: ask hub --hub-name at this relay")
+    add_relay_ca_option(listing)
     listing.add_argument("--certs", metavar="DIR")
     listing.add_argument("--name", help="this client's certificate name")
     listing.add_argument(
@@ -222,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         "port", metavar="PORT[,SETTINGS]", help="the hub's port, e.g. uno or uno,115200,8N1 (default 115200,8N1)"
     )
     console.add_argument("--connect", metavar="HOST:PORT", help="the hub")
+    console.add_argument("--relay", metavar="HOST:PORT", help="instead of --connect: meet hub --hub-name at this relay")
+    add_relay_ca_option(console)
     console.add_argument("--certs", metavar="DIR", help="holds ca.crt, NAME.crt, NAME.key")
     console.add_argument("--name", help="this client's certificate name")
     console.add_argument("--hub-name", metavar="NAME", help="the name to verify in the hub's certificate")
@@ -299,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
 def add_passphrase_option(parser: argparse.ArgumentParser, what: str) -> None:
     # The variable's name is comtunnel.certs.PASSPHRASE_ENV, spelled out so parsing imports no cryptography.
     parser.add_argument("--ca-passphrase-file", metavar="FILE", help=f"{what}; or set $COMTUNNEL_CA_PASSPHRASE")
+
+
+def add_relay_ca_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--relay-ca",
+        metavar="FILE",
+        help="with --relay: verify the relay against the CAs in FILE instead of ca.crt (a relay run "
+        "under a CA of its own; hubs are still verified against ca.crt only)",
+    )
 
 
 def add_serve_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -435,7 +448,7 @@ def config_validators(command: str) -> dict[str, Callable[[str], object]]:
         checks |= {"connect": parse_hostport, "port": lambda text: text == "auto" or parse_assignment(text, "DEVICE")}
     elif command != "relay":
         checks |= {"connect": parse_hostport}
-    if command in ("hub", "client", "list"):
+    if command in ("hub", "client", "list", "console"):
         checks["relay"] = parse_hostport
     return checks
 

@@ -19,7 +19,7 @@ from comtunnel.aio.client.channel import ClientChannel, LinkState
 from comtunnel.aio.client.ports import LocalPort, LocalPorts
 from comtunnel.aio.refuse import Refusals
 from comtunnel.aio.tasks import Tasks
-from comtunnel.aio.tls_layer import TlsLayer, peer_certificate
+from comtunnel.aio.tls_layer import RELAY_CERTIFICATE, TlsLayer, peer_certificate
 from comtunnel.aio.tunnel import Tunnel
 from comtunnel.errors import DETAIL, CertificateError, PeerError, PortError, UsageError
 from comtunnel.policy.backoff import Backoff
@@ -226,6 +226,7 @@ class Client:
             log.log(DETAIL, "connecting to hub %s:%s (as %s)", self.host, self.port, self.server_hostname)
             await self._connect(layer)
             await tunnel.handshake
+            self._refuse_relay_as_hub(layer)
             if log.isEnabledFor(DETAIL):
                 log.log(
                     DETAIL, "hub %s:%s: %s", self.host, self.port, describe_session(layer.get_extra_info("ssl_object"))
@@ -293,6 +294,7 @@ class Client:
         self.tunnel = tunnel
         try:
             await asyncio.wait_for(tunnel.handshake, HANDSHAKE_TIMEOUT)
+            self._refuse_relay_as_hub(layer)
             await asyncio.wait_for(self._unless_closed(tunnel, self._ports_known), HANDSHAKE_TIMEOUT)
             await asyncio.wait_for(self._unless_closed(tunnel, self._resumed), HANDSHAKE_TIMEOUT)
         except (ssl.SSLError, ssl.CertificateError) as exc:
@@ -400,6 +402,21 @@ class Client:
 
                 names = subject_alt_names(der)
         return CertificateError(f"TLS with the hub failed: {describe_tls_error(exc, peer_names=names)}")
+
+    def _refuse_relay_as_hub(self, layer: TlsLayer) -> None:
+        """Through a relay, the hub's certificate must not be the relay's own: a relay certificate
+        holding the hub's name would let the relay end the session itself and read it."""
+        relay = layer.get_extra_info(RELAY_CERTIFICATE)
+        hub = layer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        if relay is not None and relay == hub:
+            layer.abort()
+            raise self._fail_now(
+                CertificateError(
+                    f"the relay answered as hub {self.server_hostname} with its own certificate: relay.crt "
+                    "holds the hub's name, so the relay could read the session. Give the relay a "
+                    "certificate without hub names (comtunnel certs relay), or a CA of its own (--relay-ca)"
+                )
+            )
 
     def _fail_now(self, exc: BaseException) -> BaseException:
         self._fatal = exc
