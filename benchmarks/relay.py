@@ -3,9 +3,11 @@ what it costs in bulk throughput, on 127.0.0.1 through real PTYs.
 
     python benchmarks/relay.py [--reps 3] [--echoes 2000] [--mib 32] [--json out.json]
 
-Two setups, measured alternately so drift hits both: hub and client dialling each other directly
-(`hub --listen`, `client --connect`), and both dialling a relay (`hub --relay`, `client --relay`),
-where the session is TLS inside the relay's TLS on each leg. The device is benchmarks/device.py.
+Setups, measured alternately so drift hits all: hub and client dialling each other directly
+(`hub --listen`, `client --connect`); both dialling a relay (`hub --relay`, `client --relay`),
+where the session is TLS inside the relay's TLS on each leg; and, with socat installed, the
+direct set-up with a socat TCP forwarder in between: one hop that only copies, in C, the floor
+for what any relay process adds on this machine. The device is benchmarks/device.py.
 Figures: 1-byte echo p50/p99 (what the relay adds per round trip, which crosses it twice),
 unpaced bulk each way, and the CPU of every process per MB (the relay's own shown apart).
 Targets: the relay adds < 100 µs to the echo p50, and bulk through it is >= 0.5x direct each way.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -41,6 +44,7 @@ from run import (  # a script beside run.py, sharing its harness
     stop_all_spawned,
     wait_path,
     wait_port,
+    wait_port_listen,
 )
 
 HUB_NAME = "hub.bench"  # verified inside the session only; the relay is dialled as 127.0.0.1
@@ -69,11 +73,13 @@ def wait_log(path: Path, pattern: str, timeout: float = 15) -> re.Match[str]:
     raise RuntimeError(f"{pattern!r} not in {path}:\n{path.read_text(errors='replace')}")
 
 
-def start(tmp: Path, certs: Path, relayed: bool) -> tuple[Setup, int | None]:
-    """A hub serving the device's port and a client linking it to a PTY, direct or through a relay.
-    Returns the set-up and the relay's PID (its CPU is shown apart)."""
+def start(tmp: Path, certs: Path, mode: str) -> tuple[Setup, int | None]:
+    """A hub serving the device's port and a client linking it to a PTY: ``direct``, through a
+    ``relay``, or direct with a ``socat`` TCP forwarder in between (one hop in C that only copies:
+    the floor for any relay on this machine). Returns the set-up and the middle process's PID."""
+    relayed = mode == "relay"
     device = DeviceProc(1)
-    log_path = tmp / f"{'relay' if relayed else 'direct'}-{time.monotonic_ns()}.log"
+    log_path = tmp / f"{mode}-{time.monotonic_ns()}.log"
     log = log_path.open("wb")
     procs = []
     relay_pid = None
@@ -92,6 +98,15 @@ def start(tmp: Path, certs: Path, relayed: bool) -> tuple[Setup, int | None]:
     else:
         where = ["--connect", f"127.0.0.1:{port}"]
         hub_where = ["--listen", f"127.0.0.1:{port}"]
+    if mode == "socat":
+        middle = free_port()
+        forwarder = spawn(
+            ["socat", f"TCP-LISTEN:{middle},bind=127.0.0.1,reuseaddr,nodelay", f"TCP:127.0.0.1:{port},nodelay"],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        procs.append(forwarder)
+        relay_pid = forwarder.pid
+        where = ["--connect", f"127.0.0.1:{middle}"]
     hub = spawn(
         comtunnel("hub", *hub_where, "--certs", str(certs), "--control-socket", "none", f"--port=p0={device.paths[0]}"),
         stdout=log,
@@ -99,9 +114,11 @@ def start(tmp: Path, certs: Path, relayed: bool) -> tuple[Setup, int | None]:
     )
     procs.append(hub)
     if relayed:
-        wait_log(log_path, r"registered at the relay")  # -q hub: the relay's -v log says it
+        wait_log(log_path, r"hub hub\.bench .* registered")  # the hub runs -q: the relay's -v log says it
     else:
         wait_port(port)
+        if mode == "socat":
+            wait_port_listen(middle)
     links = tmp / f"links-{time.monotonic_ns()}"
     client = spawn(
         comtunnel("client", *where, "--hub-name", HUB_NAME, "--certs", str(certs), "--name", "bench",
@@ -116,8 +133,8 @@ def start(tmp: Path, certs: Path, relayed: bool) -> tuple[Setup, int | None]:
 
 
 @contextmanager
-def running(tmp: Path, certs: Path, relayed: bool) -> Iterator[tuple[Setup, int | None]]:
-    setup, relay_pid = start(tmp, certs, relayed)
+def running(tmp: Path, certs: Path, mode: str) -> Iterator[tuple[Setup, int | None]]:
+    setup, relay_pid = start(tmp, certs, mode)
     try:
         yield setup, relay_pid
     finally:
@@ -151,16 +168,16 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=32)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    runs: dict[str, list[dict[str, float]]] = {"direct": [], "relay": []}
+    modes = ["direct", "relay"] + (["socat"] if shutil.which("socat") else [])
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     started = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="comtunnel-relay-bench-") as name:
             tmp = Path(name)
             certs = make_certs(tmp)
             for rep in range(args.reps):
-                order = ("direct", "relay") if rep % 2 == 0 else ("relay", "direct")
-                for which in order:
-                    with running(tmp, certs, which == "relay") as (setup, relay_pid):
+                for which in modes if rep % 2 == 0 else modes[::-1]:
+                    with running(tmp, certs, which) as (setup, relay_pid):
                         runs[which].append(measure(setup, relay_pid, args.echoes, args.mib << 20))
                     print(f"[{time.monotonic() - started:5.0f} s] {which} rep {rep + 1}", file=sys.stderr)
     finally:
@@ -175,11 +192,17 @@ def main() -> None:
         ("CPU s/MB device→app, all processes", "down_cpu_per_mb", "{:.4f}"),
     ]
     print(f"\nmedians of {args.reps} alternating runs; {args.echoes} echoes, {args.mib} MiB bulk\n")
-    print("| figure | direct | through the relay | relay minus direct | ratio |")
-    print("|---|---|---|---|---|")
+    floor = "socat" in runs
+    head = "| figure | direct | through the relay | relay minus direct | ratio |"
+    print(head + (" direct + socat forwarder | socat minus direct |" if floor else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if floor else ""))
     for label, key, fmt in rows:
         d, r = med("direct", key), med("relay", key)
-        print(f"| {label} | {fmt.format(d)} | {fmt.format(r)} | {fmt.format(r - d)} | {r / d:.2f}x |")
+        line = f"| {label} | {fmt.format(d)} | {fmt.format(r)} | {fmt.format(r - d)} | {r / d:.2f}x |"
+        if floor:
+            f = med("socat", key)
+            line += f" {fmt.format(f)} | {fmt.format(f - d)} |"
+        print(line)
     for key in ("up", "down"):
         print(f"| the relay's own CPU s/MB ({key}) | | {med('relay', f'{key}_relay_cpu_per_mb'):.4f} | | |")
     added = med("relay", "echo_p50_us") - med("direct", "echo_p50_us")
@@ -189,6 +212,9 @@ def main() -> None:
     print(f"{'PASS' if added < 100 else 'FAIL'}: the relay adds {added:.0f} µs to the echo p50 (target < 100 µs)")
     print(f"{'PASS' if min(up, down) >= 0.5 else 'FAIL'}: bulk through the relay {up:.2f}x / {down:.2f}x direct")
     print(f"(target >= 0.5x each way); {time.monotonic() - started:.0f} s")
+    if floor:
+        hop = med("socat", "echo_p50_us") - med("direct", "echo_p50_us")
+        print(f"one copying hop in C (socat) adds {hop:.0f} µs to the same echo p50 on this machine")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
 
