@@ -153,6 +153,9 @@ def test_hub_killed_and_restarted_the_client_reopens_and_counts_what_it_lost(
         assert read_exactly(device.master, 6, 10) == b"before"
         procs[0].popen.send_signal(signal.SIGKILL)
         procs[0].popen.wait(10)
+        # Written once the client knows: bytes it took before noticing went into the dead connection,
+        # and are counted as possibly lost (they may have reached the device before the hub died).
+        client.wait_for(r"connection to the hub lost")
         write_all(app, b"while the hub is down")  # waits in the PTY: the application is not told
         hub2 = Proc(
             tmp_path,
