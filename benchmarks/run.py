@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -734,13 +735,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for peer in peers:
         if peer.why_not:
             res.skipped[peer.name] = peer.why_not
-            continue
-        print(f"[{time.monotonic() - started:5.0f} s] {peer.name}", file=sys.stderr, flush=True)
-        try:
-            run_peer(peer, res, tmp, plan)
-        except Exception as exc:  # one peer failing must not end the run
-            res.skipped[peer.name] = f"failed: {type(exc).__name__}: {exc}"
-            print(f"  skipped: {exc}", file=sys.stderr)
+    # Repetitions go round the peers, in alternating order, so that a noisy minute on this shared
+    # host lands on every peer a little instead of on one peer's whole block of figures.
+    runnable = [peer for peer in peers if not peer.why_not]
+    one = dataclasses.replace(plan, reps=1, echoes=max(1, plan.echoes // plan.reps))
+    for rep in range(plan.reps):
+        for peer in runnable if rep % 2 == 0 else runnable[::-1]:
+            if peer.name in res.skipped:
+                continue
+            elapsed = time.monotonic() - started
+            print(f"[{elapsed:5.0f} s] {peer.name}, repetition {rep + 1}", file=sys.stderr, flush=True)
+            try:
+                run_peer(peer, res, tmp, one, scaling=rep == 0)
+            except Exception as exc:  # one peer failing must not end the run
+                res.skipped[peer.name] = f"failed: {type(exc).__name__}: {exc}"
+                print(f"  skipped: {exc}", file=sys.stderr)
     shutil.rmtree(tmp, ignore_errors=True)
     return {"results": res, "seconds": time.monotonic() - started, "plan": plan}
 
@@ -749,7 +758,9 @@ def bauds_for(plan: Plan, ports: int) -> list[int]:
     return plan.bauds if ports <= 8 else SCALING_BAUDS
 
 
-def run_peer(peer: Peer, res: Results, tmp: Path, plan: Plan) -> None:
+def run_peer(peer: Peer, res: Results, tmp: Path, plan: Plan, *, scaling: bool = True) -> None:
+    """``plan.reps`` repetitions of every figure for ``peer``; 32 ports and more only with ``scaling``
+    (once per run: each takes long, and those figures are measured once)."""
     small = peer.pyserial or peer.bulk_only  # pyserial's client: ~0.3 MB/s, keep its share of the time small
     size = (1 << 20) if small else plan.bulk
     with running(peer, 1 if small else 2, tmp) as setup:
@@ -776,7 +787,7 @@ def run_peer(peer: Peer, res: Results, tmp: Path, plan: Plan) -> None:
     if peer.pyserial:
         return
     for ports in plan.port_counts:
-        if ports > peer.max_ports:
+        if ports > peer.max_ports or (ports >= 32 and not scaling):
             continue
         why = limits_short(ports)
         if why:
