@@ -19,6 +19,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from comtunnel.aio.tasks import Tasks
@@ -28,7 +29,7 @@ from comtunnel.errors import CertificateError, PeerError
 from comtunnel.policy.backoff import Backoff
 from comtunnel.protocol import rendezvous as rv
 from comtunnel.protocol.errors import RemoteProtocolError
-from comtunnel.tls import describe_tls_error
+from comtunnel.tls import client_relay_context, describe_tls_error
 
 if TYPE_CHECKING:
     from comtunnel.aio.hub.server import Hub
@@ -243,6 +244,12 @@ def client_dialer(host: str, port: int, context: ssl.SSLContext, hub_name: str) 
             raise
 
     return connect
+
+
+def relay_dialer(host: str, port: int, certs: Path, name: str, hub_name: str, relay_ca: Path | None) -> Dialer:
+    """:func:`client_dialer` for a client's own files: NAME's certificate, and the relay verified
+    against ``relay_ca`` or ca.crt (:func:`comtunnel.tls.client_relay_context`)."""
+    return client_dialer(host, port, client_relay_context(certs, name, relay_ca), hub_name)
 
 
 class HubRelay:

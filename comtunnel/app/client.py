@@ -11,7 +11,7 @@ from comtunnel.aio.client import Client
 from comtunnel.aio.control import ControlServer, client_socket_path, start_control_server
 from comtunnel.app.config import ClientConfig
 from comtunnel.errors import UsageError
-from comtunnel.tls import client_context, client_relay_context
+from comtunnel.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,10 @@ async def run_client(config: ClientConfig, stop: asyncio.Event) -> None:
     context = client_context(config.certs, config.name)
     dialer = None
     if config.relay is not None:
-        from comtunnel.aio.relay_link import client_dialer
+        from comtunnel.aio.relay_link import relay_dialer
 
         assert config.hub_name is not None  # client_config requires it with --relay
-        leg = client_relay_context(config.certs, config.name, config.relay_ca)
-        dialer = client_dialer(*config.relay, leg, config.hub_name)
+        dialer = relay_dialer(*config.relay, config.certs, config.name, config.hub_name, config.relay_ca)
     taken: set[str] = set()  # link names in the link directory, shared so two hubs' ports cannot collide
     clients = [
         Client(

@@ -32,7 +32,7 @@ from comtunnel.ports.stdio import StdioPort
 from comtunnel.protocol import events as ev
 from comtunnel.protocol.escape import ESCAPE_NAME, HELP, Command, Echo, EscapeParser, Item, SetSettings, Unknown
 from comtunnel.protocol.settings import ControlRequest, PortSettings, SettingsError, parse_line_settings
-from comtunnel.tls import client_context, client_relay_context
+from comtunnel.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +143,10 @@ class Console:
         )
         dialer = None
         if config.relay:
-            from comtunnel.aio.relay_link import client_dialer
+            from comtunnel.aio.relay_link import relay_dialer
 
             assert config.hub_name is not None  # console_config requires it with --relay
-            leg = client_relay_context(config.certs, config.name, config.relay_ca)
-            dialer = client_dialer(config.host, config.port, leg, config.hub_name)
+            dialer = relay_dialer(config.host, config.port, config.certs, config.name, config.hub_name, config.relay_ca)
         self.client = _ConsoleClient(
             config.host,
             config.port,

@@ -138,7 +138,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from comtunnel.aio.client import fetch_ports
     from comtunnel.aio.loop import run
     from comtunnel.app.config import parse_hostport, relay_ca_option
-    from comtunnel.tls import client_context, client_relay_context
+    from comtunnel.tls import client_context
 
     if args.local:
         return _list_local()
@@ -152,10 +152,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     context = client_context(Path(args.certs), args.name)
     dialer = None
     if args.relay:
-        from comtunnel.aio.relay_link import client_dialer
+        from comtunnel.aio.relay_link import relay_dialer
 
-        leg = client_relay_context(Path(args.certs), args.name, relay_ca)
-        dialer = client_dialer(host, port, leg, args.hub_name)
+        dialer = relay_dialer(host, port, Path(args.certs), args.name, args.hub_name, relay_ca)
     ports = run(fetch_ports(host, port, context, args.hub_name, timeout=args.connect_timeout, dialer=dialer))
     rows = [("PORT", "DEVICE", "STATE", "HELD BY", "SETTINGS")]
     rows += [
