@@ -19,10 +19,9 @@ import serial
 from serial import serialposix
 
 from comtunnel.ports import lineconf
-from comtunnel.ports.fdio import FdWriter
+from comtunnel.ports.fdio import DRAIN_QUANTUM, SHORT_READ, FdWriter
 
 READ_SIZE = 65536
-DRAIN_LIMIT = 256 * 1024  # per wake-up, so one busy device cannot hold the loop for long
 WRITE_CHUNK = 16384  # thread path: writes are joined or split to this; a closing writer finishes one chunk
 THREAD_READ_TIMEOUT = 0.05  # how long a paused or closing reader thread can take to notice (pyserial's timeout)
 JOIN_TIMEOUT = 1.0
@@ -78,7 +77,7 @@ class FdIO:
         chunks: list[bytes] = []
         size = 0
         hung_up = False
-        while size < DRAIN_LIMIT:
+        while size < DRAIN_QUANTUM:
             try:
                 data = os.read(self._fd, READ_SIZE)
             except (BlockingIOError, InterruptedError):
@@ -93,6 +92,8 @@ class FdIO:
                 break
             chunks.append(data)
             size += len(data)
+            if len(data) < SHORT_READ:
+                break
         if chunks:
             self._port.received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
             return

@@ -33,14 +33,13 @@ from pathlib import Path
 from comtunnel.errors import PortGone, UsageError
 from comtunnel.ports import inotify, links, termios2
 from comtunnel.ports.base import PortListener, SerialPort
-from comtunnel.ports.fdio import FdWriter
+from comtunnel.ports.fdio import DRAIN_QUANTUM, SHORT_READ, FdWriter
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge, StopBits
 from comtunnel.specs import LinkAccess
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536 + 1  # one packet-mode status byte + data
-DRAIN_LIMIT = 256 * 1024  # per wake-up, so one busy port cannot hold the loop for long
 POLL_INTERVAL = 0.05
 PEEK_INTERVAL = 0.02
 
@@ -175,7 +174,7 @@ class PtyPort(SerialPort):
         a larger frame and TLS record per wake-up instead of one per read. Control packets are
         handled in order, after the data that came before them."""
         chunks: list[bytes] = []
-        budget = DRAIN_LIMIT
+        budget = DRAIN_QUANTUM
         while budget > 0:
             try:
                 data = os.read(self._master, READ_SIZE)
@@ -195,6 +194,8 @@ class PtyPort(SerialPort):
                         self._app_opened()  # it writes, so it is open: inotify has not told us yet
                     chunks.append(data[1:])
                     budget -= len(data)
+                if len(data) < SHORT_READ:
+                    break  # a control packet behind it makes the master readable again
                 continue
             self._deliver(chunks)
             chunks = []
