@@ -1,9 +1,11 @@
 """Drives a :class:`~comtunnel.protocol.mux.Connection` over an asyncio transport (TLS in practice).
 
-The one place bytes meet the socket. Output is coalesced without waiting: every send method of
-the connection only queues frames; :meth:`Tunnel.flush_soon` writes them at once, except while
-input is being handled, when everything one read produced goes out in one write at its end. Input events are handed to a
-:class:`TunnelHandler` (the hub session or the client), which owns the channels.
+The one place bytes meet the socket. Output is coalesced per turn of the event loop: every send
+method of the connection only queues frames, and :meth:`Tunnel.flush_soon` writes them once the
+loop has run the I/O callbacks of this turn, so 32 device reads that woke together leave as one TLS
+record and one send, not 32 (input handling flushes at its end, for the same reason). Nothing waits
+for a timer or a later read. Input events are handed to a :class:`TunnelHandler` (the hub session
+or the client), which owns the channels.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class Tunnel(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._pings = 0
         self._credit_timer: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
         self.dead = False  # we gave up on a silent peer
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -203,10 +206,13 @@ class Tunnel(asyncio.Protocol):
     # --- output --------------------------------------------------------------------------------
 
     def flush_soon(self) -> None:
-        """Write what is queued now, or, while input is being handled, once at its end: every event
-        of one read shares one TLS write, and nothing waits for a later loop iteration."""
-        if not self._receiving:  # else data_received flushes once it has handled the whole read
-            self.flush()
+        """Write what is queued at the end of this loop turn (or of the read being handled), once."""
+        if not self._receiving and self._flush_handle is None:  # else data_received flushes at its end
+            self._flush_handle = self._loop.call_soon(self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self._flush_handle = None
+        self.flush()
 
     def flush(self) -> None:
         data = self.conn.data_to_send()
