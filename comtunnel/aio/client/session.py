@@ -300,9 +300,14 @@ class Client:
         except (ssl.SSLError, ssl.CertificateError) as exc:
             failure = await self._tls_failure(exc)
             raise self._fail_now(failure) if tls_failure_is_fatal else failure from None
-        except (TimeoutError, ConnectionError) as exc:
+        except TimeoutError:
             layer.abort()
-            raise PeerError(f"no answer from the hub during the handshake ({describe_tls_error(exc)})") from None
+            raise PeerError(f"the hub did not finish the handshake within {HANDSHAKE_TIMEOUT:g} s") from None
+        except ConnectionError as exc:
+            # A reset is the same reason whether it came before or during the handshake (a matter
+            # of timing), so a retry logs it once, not once in each wording.
+            layer.abort()
+            raise PeerError(describe_tls_error(exc)) from None
         tunnel.peer = f"hub {where}"
         log.info("connected to hub %s; ports: %s", where, _names(self.hub_ports))
         if log.isEnabledFor(DETAIL):
