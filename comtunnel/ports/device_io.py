@@ -19,7 +19,8 @@ import serial
 from serial import serialposix
 
 from comtunnel.ports import lineconf
-from comtunnel.ports.fdio import DRAIN_QUANTUM, SHORT_READ, FdWriter
+from comtunnel.ports.fdio import SHORT_READ, FdWriter
+from comtunnel.ports.quantum import QUANTUM
 
 READ_SIZE = 65536
 WRITE_CHUNK = 16384  # thread path: writes are joined or split to this; a closing writer finishes one chunk
@@ -77,7 +78,9 @@ class FdIO:
         chunks: list[bytes] = []
         size = 0
         hung_up = False
-        while size < DRAIN_QUANTUM:
+        now = time.monotonic()
+        quantum = QUANTUM.size(self, now)
+        while size < quantum:
             try:
                 data = os.read(self._fd, READ_SIZE)
             except (BlockingIOError, InterruptedError):
@@ -95,6 +98,7 @@ class FdIO:
             if len(data) < SHORT_READ:
                 break
         if chunks:
+            QUANTUM.read(self, now)
             self._port.received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
             return
         if not hung_up:

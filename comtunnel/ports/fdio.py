@@ -11,12 +11,6 @@ import asyncio
 import os
 from collections.abc import Callable
 
-#: What one wake-up reads from a busy port at most: the loop's quantum. A PTY or tty hands out
-#: about 4 KiB per read, so this is four reads, a quarter of a millisecond of a flooding port's
-#: work; a quiet port's byte waits behind one such turn of each busy port, not 256 KiB of it
-#: (measured: a quiet echo's p99 under an unpaced flood went from 4.6 ms to 1.8 ms, and bulk
-#: throughput did not drop, since every wake-up still makes one frame and one TLS record).
-DRAIN_QUANTUM = 16 * 1024
 #: A read shorter than this ends the wake-up's drain: the port had a small message, and asking
 #: again would only cost a system call and an EAGAIN exception per message (the fd is
 #: level-triggered, so whatever arrives meanwhile is read on the next turn).

@@ -27,13 +27,15 @@ import os
 import pwd
 import struct
 import termios
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from comtunnel.errors import PortGone, UsageError
 from comtunnel.ports import inotify, links, termios2
 from comtunnel.ports.base import PortListener, SerialPort
-from comtunnel.ports.fdio import DRAIN_QUANTUM, SHORT_READ, FdWriter
+from comtunnel.ports.fdio import SHORT_READ, FdWriter
+from comtunnel.ports.quantum import QUANTUM
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge, StopBits
 from comtunnel.specs import LinkAccess
 
@@ -174,7 +176,8 @@ class PtyPort(SerialPort):
         a larger frame and TLS record per wake-up instead of one per read. Control packets are
         handled in order, after the data that came before them."""
         chunks: list[bytes] = []
-        budget = DRAIN_QUANTUM
+        now = time.monotonic()
+        budget = QUANTUM.size(self, now)
         while budget > 0:
             try:
                 data = os.read(self._master, READ_SIZE)
@@ -204,6 +207,7 @@ class PtyPort(SerialPort):
 
     def _deliver(self, chunks: list[bytes]) -> None:
         if chunks and self._listener is not None:
+            QUANTUM.read(self, time.monotonic())
             self._listener.port_data(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _on_control_packet(self, status: int) -> None:
