@@ -67,7 +67,7 @@ class PortQueue:
     def write(self, data: bytes) -> None:
         if self.closed:
             return
-        if self.idle:
+        if not self._items and self._running is None and not self.held:  # idle, inlined: the hot path
             self._to_port(data)
         else:
             self._items.append(data)

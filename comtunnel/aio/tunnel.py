@@ -117,8 +117,13 @@ class Tunnel(asyncio.Protocol):
         self._receiving = True
         if self._debug and events:
             log.debug("%s: %s", self.peer, ", ".join(_kind(event) for event in events))
+        handler = self.handler
         try:
             for event in events:
+                if type(event) is ev.DataReceived:  # the hot path: nothing else to look at
+                    if handler is not None:
+                        handler.tunnel_event(event)
+                    continue
                 if isinstance(event, ev.HandshakeComplete) and not self.handshake.done():
                     self.handshake.set_result(event.info)
                 if self.handler is not None:

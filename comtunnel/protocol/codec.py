@@ -379,7 +379,7 @@ def data_frame_header(channel: int, size: int) -> bytes:
 
     Equal to ``encode_frame(Data(channel, payload))`` minus the payload itself.
     """
-    head: bytes = b"\x93\x05" + msgpack.packb(channel)
+    head = _DATA_HEADS.get(channel) or _data_head(channel)
     if size < 0x100:
         head += bytes((0xC4, size))
     elif size < 0x10000:
@@ -387,3 +387,16 @@ def data_frame_header(channel: int, size: int) -> bytes:
     else:
         head += b"\xc6" + size.to_bytes(4, "big")
     return (len(head) + size).to_bytes(4, "big") + head
+
+
+#: The fixed start of a DATA frame body per channel id (array of 3, type, channel): one dict
+#: lookup per frame instead of a msgpack call. Channel ids are bounded (MAX_CHANNELS per
+#: connection), so the table is too.
+_DATA_HEADS: dict[int, bytes] = {}
+
+
+def _data_head(channel: int) -> bytes:
+    head: bytes = b"\x93\x05" + msgpack.packb(channel)
+    if len(_DATA_HEADS) < 65536:
+        _DATA_HEADS[channel] = head
+    return head

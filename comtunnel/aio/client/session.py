@@ -454,6 +454,9 @@ class Client:
     # --- TunnelHandler -------------------------------------------------------------------------
 
     def tunnel_event(self, event: ev.Event) -> None:
+        if type(event) is ev.DataReceived:  # the hot path, before the match's class patterns
+            self._by_id[event.channel].deliver(event.data)
+            return
         match event:
             case ev.DataReceived(cid, data):
                 self._by_id[cid].deliver(data)

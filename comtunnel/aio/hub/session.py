@@ -171,6 +171,9 @@ class HubSession:
     # --- TunnelHandler -------------------------------------------------------------------------
 
     def tunnel_event(self, event: ev.Event) -> None:
+        if type(event) is ev.DataReceived:  # the hot path, before the match's class patterns
+            self.channels[event.channel].deliver(event.data)
+            return
         match event:
             case ev.DataReceived(channel, data):
                 self.channels[channel].deliver(data)
