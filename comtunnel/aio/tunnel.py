@@ -117,10 +117,10 @@ class Tunnel(asyncio.Protocol):
         self._receiving = True
         if self._debug and events:
             log.debug("%s: %s", self.peer, ", ".join(_kind(event) for event in events))
-        handler = self.handler
         try:
             for event in events:
                 if type(event) is ev.DataReceived:  # the hot path: nothing else to look at
+                    handler = self.handler  # per event: a RESUME earlier in this read may hand the tunnel over
                     if handler is not None:
                         handler.tunnel_event(event)
                     continue

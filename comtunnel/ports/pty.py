@@ -186,7 +186,7 @@ class PtyPort(SerialPort):
             except OSError as exc:
                 if exc.errno == errno.EIO:  # cannot happen while we hold the slave; be safe
                     break
-                self._deliver(chunks)
+                self._deliver(chunks, now)
                 self._fail(exc)
                 return
             if not data or self._listener is None:
@@ -200,14 +200,14 @@ class PtyPort(SerialPort):
                 if len(data) < SHORT_READ:
                     break  # a control packet behind it makes the master readable again
                 continue
-            self._deliver(chunks)
+            self._deliver(chunks, now)
             chunks = []
             self._on_control_packet(data[0])
-        self._deliver(chunks)
+        self._deliver(chunks, now)
 
-    def _deliver(self, chunks: list[bytes]) -> None:
+    def _deliver(self, chunks: list[bytes], now: float) -> None:
         if chunks and self._listener is not None:
-            QUANTUM.read(self, time.monotonic())
+            QUANTUM.read(self, now)
             self._listener.port_data(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _on_control_packet(self, status: int) -> None:

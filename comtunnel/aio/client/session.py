@@ -458,8 +458,6 @@ class Client:
             self._by_id[event.channel].deliver(event.data)
             return
         match event:
-            case ev.DataReceived(cid, data):
-                self._by_id[cid].deliver(data)
             case ev.WindowOpened(cid):
                 self._by_id[cid].window_opened()
             case ev.PortsUpdated(ports):

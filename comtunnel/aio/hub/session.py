@@ -175,8 +175,6 @@ class HubSession:
             self.channels[event.channel].deliver(event.data)
             return
         match event:
-            case ev.DataReceived(channel, data):
-                self.channels[channel].deliver(data)
             case ev.WindowOpened(channel):
                 self.channels[channel].window_opened()
             case ev.ChannelOpenRequested():
