@@ -138,7 +138,8 @@ class TlsLayer(asyncio.Protocol):
         except ssl.SSLError as exc:  # e.g. TLS 1.3: the hub rejects our certificate after the handshake
             self._error = exc
             eof = True
-        self._flush()  # session tickets, key updates
+        if self._outgoing.pending:  # session tickets, key updates: rarely anything
+            self._flush()
         if chunks:
             self.inner.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if eof:
@@ -154,9 +155,11 @@ class TlsLayer(asyncio.Protocol):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or not self._handshaken:
             return
-        view = memoryview(data)
-        while view:
-            view = view[self._ssl.write(view) :]
+        sent = self._ssl.write(data)  # all of it, unless a record limit splits it
+        if sent < len(data):
+            view = memoryview(data)[sent:]
+            while view:
+                view = view[self._ssl.write(view) :]
         self._flush()
 
     def writelines(self, chunks: list[bytes]) -> None:

@@ -26,20 +26,21 @@ class ReadQuantum:
         self.alone = alone
         self.shared = shared
         self.recent = recent
-        self._port: object = None  # the port that read last
+        self._port = 0  # id() of the port that read last: no reference keeps a closed port alive
         self._at = float("-inf")  # when it did
         self._other_at = float("-inf")  # the last read of any other port
 
     def read(self, port: object, now: float) -> None:
         """``port`` read data at ``now``."""
-        if port is not self._port:
+        key = id(port)
+        if key != self._port:
             self._other_at = self._at
-            self._port = port
+            self._port = key
         self._at = now
 
     def size(self, port: object, now: float) -> int:
         """What ``port`` may read in this wake-up."""
-        other = self._at if port is not self._port else self._other_at
+        other = self._at if id(port) != self._port else self._other_at
         return self.shared if now - other < self.recent else self.alone
 
 
