@@ -19,8 +19,8 @@ import serial
 from serial import serialposix
 
 from comtunnel.ports import lineconf
-from comtunnel.ports.fdio import SHORT_READ, FdWriter
-from comtunnel.ports.quantum import QUANTUM
+from comtunnel.ports.fdio import FdWriter
+from comtunnel.ports.quantum import QUANTUM, SHORT_READ
 
 READ_SIZE = 65536
 WRITE_CHUNK = 16384  # thread path: writes are joined or split to this; a closing writer finishes one chunk

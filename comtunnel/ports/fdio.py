@@ -11,11 +11,6 @@ import asyncio
 import os
 from collections.abc import Callable
 
-#: A read shorter than this ends the wake-up's drain: the port had a small message, and asking
-#: again would only cost a system call and an EAGAIN exception per message (the fd is
-#: level-triggered, so whatever arrives meanwhile is read on the next turn).
-SHORT_READ = 1024
-
 
 class FdWriter:
     def __init__(

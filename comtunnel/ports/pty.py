@@ -34,8 +34,8 @@ from pathlib import Path
 from comtunnel.errors import PortGone, UsageError
 from comtunnel.ports import inotify, links, termios2
 from comtunnel.ports.base import PortListener, SerialPort
-from comtunnel.ports.fdio import SHORT_READ, FdWriter
-from comtunnel.ports.quantum import QUANTUM
+from comtunnel.ports.fdio import FdWriter
+from comtunnel.ports.quantum import QUANTUM, SHORT_READ
 from comtunnel.protocol.settings import ControlRequest, ControlState, ModemLines, PortSettings, Purge, StopBits
 from comtunnel.specs import LinkAccess
 

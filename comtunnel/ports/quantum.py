@@ -19,6 +19,10 @@ ALONE = 16 * 1024
 SHARED = 4 * 1024
 #: Another port's read this recent makes the loop shared.
 RECENT = 0.02
+#: A read shorter than this ends the wake-up's drain: the port had a small message, and asking
+#: again would only cost a system call and an EAGAIN exception per message (the fd is
+#: level-triggered, so whatever arrives meanwhile is read on the next turn).
+SHORT_READ = 1024
 
 
 class ReadQuantum:
